@@ -1,0 +1,187 @@
+"""`local:PATH` — a transformers causal LM in-process, constrained while decoding.
+
+JSON and choice constraints use outlines logits processors (whitespace-free JSON, closed
+objects); `TaggedText` uses medprog's own `TaggingLogitsProcessor`. Prompts are rendered
+with the tokenizer's chat template when it has one (`render_prompt`, shared with training).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medprog.engines.base import Completion, Engine, Messages, Sampling
+from medprog.engines.constraints import (
+    ChoiceConstraint,
+    Constraint,
+    ConstraintViolation,
+    JsonConstraint,
+    TaggedConstraint,
+    check_text,
+    json_whitespace_free,
+)
+from medprog.engines.tagging_processor import TagAutomaton, TaggingLogitsProcessor, tag_token_ids, tokenizer_layout
+
+
+class ModelPathError(ValueError):
+    """``local:PATH`` that is missing or not a transformers model directory."""
+
+
+def render_prompt(tokenizer, messages: Messages) -> list[int]:
+    """Prompt token ids: the chat template with a generation prompt, else a plain layout."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    text = "".join(f"{m['role']}: {m['content']}\n\n" for m in messages) + "assistant: "
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def end_of_turn_id(tokenizer) -> int:
+    return tokenizer.eos_token_id
+
+
+def load_model_dir(path: str | Path, dtype: torch.dtype | None = None):
+    """Load tokenizer and model, with an error that names the path and what is missing."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelPathError(f"model path {path} does not exist (build one with `medprog compile tagger "
+                             f"--optimizer dft` or point --lm at a transformers model directory)")
+    if not (path / "config.json").is_file():
+        raise ModelPathError(f"{path} is not a transformers model directory: no config.json")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelPathError(f"{path}: cannot load a causal LM and tokenizer: {e}") from e
+    model.eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, model
+
+
+class LocalEngine(Engine):
+    """Batched, constrained generation with a transformers model."""
+
+    name = "local"
+
+    def __init__(self, path: str | Path, *, json_backend: str = "outlines_core", threads: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(path)
+        if threads:
+            torch.set_num_threads(threads)
+        self.tokenizer, self.model = load_model_dir(self.path)
+        self.json_backend = json_backend
+        self._outlines_model = None
+        self._processors: dict[str, Any] = {}
+
+    def identity(self) -> dict[str, Any]:
+        weights = sorted(self.path.glob("*.safetensors"))
+        stamp = [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights]
+        return {"engine": "local", "path": str(self.path.resolve()), "weights": stamp}
+
+    # constraint → logits processor ------------------------------------------------------
+    def _outlines(self):
+        if self._outlines_model is None:
+            import outlines
+
+            self._outlines_model = outlines.from_transformers(self.model, self.tokenizer)
+        return self._outlines_model
+
+    def _grammar_processor(self, c: JsonConstraint | ChoiceConstraint):
+        from outlines.backends import get_json_schema_logits_processor, get_regex_logits_processor
+
+        key = c.model_dump_json()
+        if key not in self._processors:
+            if isinstance(c, JsonConstraint):
+                proc = get_json_schema_logits_processor(self.json_backend, self._outlines(),
+                                                        json_whitespace_free(c.json_schema), whitespace_pattern="")
+            else:
+                proc = get_regex_logits_processor("outlines_core", self._outlines(),
+                                                  "|".join(re.escape(x) for x in c.choices))
+            self._processors[key] = proc
+        proc = self._processors[key]
+        proc.reset()
+        return proc
+
+    def tag_automaton(self, c: TaggedConstraint) -> TagAutomaton:
+        opens, closes = tag_token_ids(self.tokenizer, c.tags)
+        return TagAutomaton(tokenizer_layout(c.text, self.tokenizer), opens, closes, end_of_turn_id(self.tokenizer))
+
+    # generation -----------------------------------------------------------------------
+    def _generate(self, prompts: list[Messages], constraints: list[Constraint | None],
+                  sampling: Sampling) -> list[Completion]:
+        groups: dict[str, list[int]] = {}
+        for i, c in enumerate(constraints):
+            key = "tagged" if isinstance(c, TaggedConstraint) else (c.model_dump_json() if c else "none")
+            groups.setdefault(key, []).append(i)
+        out: list[Completion | None] = [None] * len(prompts)
+        for key, idx in groups.items():
+            for i, r in zip(idx, self._generate_group([prompts[i] for i in idx], [constraints[i] for i in idx],
+                                                      sampling)):
+                out[i] = r
+        return out  # type: ignore[return-value]
+
+    def _generate_group(self, prompts: list[Messages], constraints: list[Constraint | None],
+                        sampling: Sampling) -> list[Completion]:
+        tok = self.tokenizer
+        encoded = [render_prompt(tok, p) for p in prompts]
+        width = max(len(e) for e in encoded)
+        pad = tok.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
+        attention = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+        c0 = constraints[0]
+        max_new = sampling.max_tokens
+        if isinstance(c0, TaggedConstraint):
+            automata = [self.tag_automaton(c) for c in constraints]  # type: ignore[arg-type]
+            processors = [TaggingLogitsProcessor(automata, width)]
+            # the copy is forced: room for the text tokens plus every possible tag pair
+            max_new = max(sum(map(len, a.layout.unit_tokens)) + 4 * len(a.layout.units) + 8 for a in automata)
+        elif c0 is not None:
+            processors = [self._grammar_processor(c0)]
+        else:
+            processors = []
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        gen_kwargs: dict[str, Any] = dict(
+            max_new_tokens=max_new, eos_token_id=end_of_turn_id(tok), pad_token_id=pad,
+            do_sample=sampling.temperature > 0,
+        )
+        if sampling.temperature > 0:
+            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        from transformers import LogitsProcessorList
+
+        with torch.inference_mode():
+            seqs = self.model.generate(input_ids=input_ids, attention_mask=attention,
+                                       logits_processor=LogitsProcessorList(processors), **gen_kwargs)
+        results = []
+        for row, (e, c) in enumerate(zip(encoded, constraints)):
+            new = seqs[row, width:].tolist()
+            finished = end_of_turn_id(tok) in new
+            if finished:
+                new = new[:new.index(end_of_turn_id(tok))]
+            new = [t for t in new if t != pad]
+            text = tok.decode(new, skip_special_tokens=False)
+            completion = Completion(text=text, prompt_tokens=len(e), completion_tokens=len(new),
+                                    finish_reason="stop" if finished else "length")
+            if c is not None:
+                try:
+                    check_text(c, text)
+                except ConstraintViolation as err:
+                    completion.error = f"constraint not met ({completion.finish_reason}): {err}"
+            results.append(completion)
+        return results
+
+
+def json_loads_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
