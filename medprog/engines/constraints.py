@@ -50,16 +50,23 @@ _ADAPTER = pydantic.TypeAdapter(Constraint)
 RESPONSE_FORMAT_NAME = "medprog_constraint"
 
 
-def _close_objects(schema: Any) -> Any:
-    """Add ``additionalProperties: false`` and full ``required`` to every object schema."""
+MAX_STRING_CHARS = 400
+"""Free-text string fields get this ``maxLength`` unless they declare one, so a weak model
+cannot run a string to the token limit."""
+
+
+def _close_objects(schema: Any, max_chars: int = MAX_STRING_CHARS) -> Any:
+    """Close every object (``additionalProperties: false``, all keys required) and bound free strings."""
     if isinstance(schema, dict):
-        schema = {k: _close_objects(v) for k, v in schema.items()}
+        schema = {k: _close_objects(v, max_chars) for k, v in schema.items()}
+        if schema.get("type") == "string" and not ({"enum", "const", "pattern", "maxLength"} & set(schema)):
+            schema["maxLength"] = max_chars
         if schema.get("type") == "object" and "properties" in schema:
             schema["additionalProperties"] = False
             schema["required"] = list(schema["properties"])
         return schema
     if isinstance(schema, list):
-        return [_close_objects(v) for v in schema]
+        return [_close_objects(v, max_chars) for v in schema]
     return schema
 
 
@@ -181,6 +188,8 @@ def _check_schema(value: Any, schema: dict, root: dict, path: str) -> None:
             raise ConstraintViolation(f"{path}: matches no alternative ({'; '.join(errors)})")
     if "enum" in schema and value not in schema["enum"]:
         raise ConstraintViolation(f"{path}: {value!r} not in {schema['enum']}")
+    if isinstance(value, str) and len(value) > schema.get("maxLength", len(value)):
+        raise ConstraintViolation(f"{path}: string longer than {schema['maxLength']} characters")
     if "const" in schema and value != schema["const"]:
         raise ConstraintViolation(f"{path}: {value!r} != {schema['const']!r}")
     t = schema.get("type")
