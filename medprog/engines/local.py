@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,10 @@ class LocalEngine(Engine):
         self.json_backend = json_backend
         self._outlines_model = None
         self._processors: dict[str, Any] = {}
+        self._queue: list[dict[str, Any]] = []
+        self._cv = threading.Condition()
+        self._busy = False
+        self.batch_window_s = 0.02
 
     def identity(self) -> dict[str, Any]:
         weights = sorted(self.path.glob("*.safetensors"))
@@ -118,6 +124,40 @@ class LocalEngine(Engine):
     # generation -----------------------------------------------------------------------
     def _generate(self, prompts: list[Messages], constraints: list[Constraint | None],
                   sampling: Sampling) -> list[Completion]:
+        """Single prompts from concurrent threads are gathered into one batch (dynamic batching)."""
+        if len(prompts) != 1:
+            return self._generate_batch(prompts, constraints, sampling)
+        item: dict[str, Any] = {"prompt": prompts[0], "constraint": constraints[0], "sampling": sampling}
+        with self._cv:
+            self._queue.append(item)
+            while "result" not in item:
+                if self._busy:
+                    self._cv.wait()
+                    continue
+                self._busy = True
+                self._cv.release()
+                try:
+                    time.sleep(self.batch_window_s)  # let concurrent callers join this batch
+                finally:
+                    self._cv.acquire()
+                batch = [q for q in self._queue if q["sampling"] == item["sampling"]][: self.max_batch]
+                self._queue = [q for q in self._queue if all(q is not b for b in batch)]
+                self._cv.release()
+                try:
+                    results = self._generate_batch([q["prompt"] for q in batch], [q["constraint"] for q in batch],
+                                                   sampling)
+                except Exception as e:  # noqa: BLE001 - reported per call, never lost
+                    results = [Completion(error=f"{type(e).__name__}: {e}") for _ in batch]
+                finally:
+                    self._cv.acquire()
+                for q, r in zip(batch, results):
+                    q["result"] = r
+                self._busy = False
+                self._cv.notify_all()
+        return [item["result"]]
+
+    def _generate_batch(self, prompts: list[Messages], constraints: list[Constraint | None],
+                        sampling: Sampling) -> list[Completion]:
         groups: dict[str, list[int]] = {}
         for i, c in enumerate(constraints):
             key = "tagged" if isinstance(c, TaggedConstraint) else (c.model_dump_json() if c else "none")

@@ -39,6 +39,8 @@ class ProgramInfo:
     score: Callable[[dspy.Example, Any], float]
     defaults: dict[str, Any] = field(default_factory=dict)
     version: str = "1"
+    extras: Callable[[Path, list[dspy.Example], list[Record], dict[str, Any]], None] | None = None
+    """Optional: write task-specific files (e.g. an official submission) beside an evaluation."""
 
 
 _MODULES = {

@@ -1,0 +1,204 @@
+"""`dft`: fine-tune the model behind a program's signature on gold demonstrations.
+
+Loss on completion tokens only, computed by medprog's fused DFT kernel
+(`medprog.kernels.dft_loss`) inside TRL's `SFTTrainer`, so full-vocabulary logits never
+exist. With ``base`` set, the base model is fine-tuned (LoRA via peft, or full weights);
+without it the embedded default model is built from scratch — a byte-level BPE trained on
+the training prompts with the tags as added tokens, and a small Qwen2 — and trained under
+a wall-clock budget: cross-entropy first (DFT cannot start from random weights, where
+p_y ≈ 1/V scales every gradient towards zero), then optionally DFT for the last part.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dspy
+
+from medprog.engines.small_model import SmallModelConfig, build_model, build_tokenizer
+from medprog.optimizers.training_data import corpus_texts, tokenize_example
+
+
+@dataclass
+class DFTConfig:
+    """Settings for `train_dft` (defaults are the embedded default model's)."""
+
+    base: str | None = None
+    """A transformers model directory to fine-tune; None builds the embedded default model from scratch."""
+    lora: bool = True
+    """With ``base``: train LoRA adapters (merged into the saved weights) instead of full weights."""
+    loss: Literal["dft", "ce"] = "dft"
+    """Loss after warm-up. From scratch, see ``scratch_loss``."""
+    scratch_loss: Literal["dft", "ce"] = "ce"
+    """Loss for the from-scratch phase after warm-up: cross-entropy measured better (see README)."""
+    warmup_fraction: float = 0.0
+    """From scratch with ``scratch_loss='dft'``: fraction of steps trained with cross-entropy first."""
+    time_budget_s: float = 540.0
+    """Wall-clock training budget; the step count is calibrated to fit it."""
+    max_epochs: float = 30.0
+    learning_rate: float = 3e-3
+    lora_learning_rate: float = 2e-4
+    batch_size: int = 8
+    weight_decay: float = 0.01
+    vocab_size: int = 2048
+    model: SmallModelConfig = field(default_factory=lambda: SmallModelConfig(
+        vocab_size=2048, hidden_size=192, num_layers=4, num_heads=3, intermediate_size=512))
+    seed: int = 0
+    threads: int | None = None
+    log_every: int = 10
+
+
+def _rows(signature: Any, examples: list[dspy.Example], tokenizer) -> list[dict[str, list[int]]]:
+    return [tokenize_example(signature, ex, tokenizer) for ex in examples]
+
+
+class _LossSchedule:
+    """Which loss a step uses: cross-entropy for the first ``switch`` steps, then ``after``."""
+
+    def __init__(self, switch: int, after: str) -> None:
+        self.switch, self.after = switch, after
+
+    def __call__(self, step: int) -> str:
+        return "ce" if step < self.switch else self.after
+
+
+def _make_trainer(model, tokenizer, dataset, args, schedule: _LossSchedule, budget_s: float):
+    import torch
+    from transformers import TrainerCallback
+    from trl import SFTTrainer
+
+    from medprog.kernels.dft_loss import fused_linear_dft_loss
+
+    class FusedLossSFTTrainer(SFTTrainer):
+        """SFTTrainer whose loss is medprog's fused, chunked DFT / cross-entropy kernel."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            core = model.get_base_model() if hasattr(model, "get_base_model") else model
+            body, head = core.get_decoder(), core.get_output_embeddings()
+            hidden = body(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).last_hidden_state
+            labels = inputs["labels"][:, 1:]
+            loss = fused_linear_dft_loss(hidden[:, :-1].contiguous(), head.weight, labels.contiguous(),
+                                         loss_type=schedule(self.state.global_step))
+            return (loss, None) if return_outputs else loss
+
+    class Budget(TrainerCallback):
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if time.perf_counter() - self.start > budget_s:
+                control.should_training_stop = True
+
+    torch.manual_seed(args.seed)
+    return FusedLossSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                               callbacks=[Budget()])
+
+
+def _calibrate_step_time(model, rows, batch_size: int) -> float:
+    """Seconds per optimizer step on a representative batch (forward + backward)."""
+    import torch
+
+    from medprog.kernels.dft_loss import fused_linear_dft_loss
+
+    batch = sorted(rows, key=lambda r: len(r["input_ids"]))[len(rows) // 2: len(rows) // 2 + batch_size]
+    width = max(len(r["input_ids"]) for r in batch)
+    ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in batch])
+    labels = torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in batch])
+    model.train()
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+        loss = fused_linear_dft_loss(hidden[:, :-1].contiguous(), model.get_output_embeddings().weight,
+                                     labels[:, 1:].contiguous(), loss_type="ce")
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return min(times) * 1.15  # the optimizer step and data loading on top
+
+
+def train_dft(signature: Any, examples: list[dspy.Example], out_dir: Path, cfg: DFTConfig | None = None,
+              log: Any = print) -> dict[str, Any]:
+    """Train and save a model (safetensors + tokenizer) to ``out_dir``; returns a training report."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+
+    cfg = cfg or DFTConfig()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    from_scratch = cfg.base is None
+    tags = list(next(iter(signature.output_fields.values())).annotation.tags) \
+        if hasattr(next(iter(signature.output_fields.values())).annotation, "tags") else []
+    if from_scratch:
+        tokenizer = build_tokenizer(corpus_texts(signature, examples), cfg.vocab_size, tags)
+        model = build_model(tokenizer, cfg.model, cfg.seed)
+        schedule = _LossSchedule(0, cfg.scratch_loss)
+        lr = cfg.learning_rate
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.base)
+        model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=torch.float32)
+        missing = [t for t in (f"<{x}>" for x in tags) if t not in tokenizer.get_vocab()]
+        if missing:
+            from medprog.engines.small_model import tag_tokens
+
+            tokenizer.add_tokens(tag_tokens(tags))
+            model.resize_token_embeddings(len(tokenizer))
+        schedule = _LossSchedule(0, cfg.loss)
+        lr = cfg.lora_learning_rate if cfg.lora else cfg.learning_rate
+        if cfg.lora:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                                     target_modules="all-linear",
+                                                     modules_to_save=["embed_tokens"] if missing else None))
+    rows = _rows(signature, examples, tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    step_s = _calibrate_step_time(model.get_base_model() if hasattr(model, "get_base_model") else model,
+                                  rows, cfg.batch_size)
+    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    budget_left = cfg.time_budget_s - (time.perf_counter() - t_start)
+    max_steps = max(1, min(int(budget_left / step_s), int(cfg.max_epochs * steps_per_epoch)))
+    if from_scratch and cfg.scratch_loss == "dft":
+        schedule.switch = int(cfg.warmup_fraction * max_steps)
+    log(f"dft: {len(rows)} examples, {n_params / 1e6:.2f}M params, ~{step_s:.2f}s/step, {max_steps} steps "
+        f"({max_steps / steps_per_epoch:.1f} epochs) in a {cfg.time_budget_s:.0f}s budget")
+    args = SFTConfig(
+        output_dir=str(out_dir / "_trainer"), per_device_train_batch_size=cfg.batch_size, max_steps=max_steps,
+        learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, int(0.05 * max_steps)),
+        weight_decay=cfg.weight_decay, logging_steps=cfg.log_every, save_strategy="no", report_to=[],
+        use_cpu=not torch.cuda.is_available(), seed=cfg.seed, dataloader_num_workers=0,
+        max_length=None, completion_only_loss=None, disable_tqdm=True, remove_unused_columns=False,
+        max_grad_norm=1.0,
+    )
+    trainer = _make_trainer(model, tokenizer, Dataset.from_list(rows), args, schedule,
+                            cfg.time_budget_s - (time.perf_counter() - t_start))
+    trainer.train()
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(out_dir)
+    import shutil
+
+    shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
+    report = {
+        "examples": len(rows), "params": n_params, "steps": trainer.state.global_step,
+        "epochs": trainer.state.global_step / steps_per_epoch, "from_scratch": from_scratch,
+        "loss_schedule": {"ce_steps": schedule.switch, "after": schedule.after},
+        "train_wall_s": time.perf_counter() - t_start,
+        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
+    }
+    (out_dir / "training_report.json").write_text(json.dumps(report, indent=2))
+    return report

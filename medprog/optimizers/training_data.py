@@ -1,0 +1,61 @@
+"""Training sequences rendered exactly as the engine renders them at inference.
+
+The prompt is the adapter's chat messages through the same chat template (`render_prompt`);
+the completion is the constrained output in its canonical tokenization — for `TaggedText`,
+gold spans re-rendered at the tokenizer's tag positions and each segment tokenized on its
+own — followed by the end-of-turn token the engine stops on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+
+from medprog.engines.constraints import output_mode, output_text
+from medprog.engines.local import end_of_turn_id, render_prompt
+from medprog.engines.tagging import parse_tagged, render_tagged
+from medprog.engines.tagging_processor import canonical_ids, tokenizer_layout
+from medprog.signatures.adapter import format_messages
+
+
+def target_text(signature: Any, example: dspy.Example, tokenizer) -> str:
+    """The gold completion text, with tags placed where ``tokenizer`` can write them."""
+    values = dict(example)
+    if output_mode(signature) == "tagged":
+        (name, field), = signature.output_fields.items()
+        text, spans = parse_tagged(str(values[name]), list(field.annotation.tags))
+        return render_tagged(text, spans, tokenizer_layout(text, tokenizer))
+    return output_text(signature, values)
+
+
+def completion_ids(signature: Any, example: dspy.Example, tokenizer) -> list[int]:
+    text = target_text(signature, example, tokenizer)
+    if output_mode(signature) == "tagged":
+        ids = canonical_ids(text, tokenizer)
+    else:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids + [end_of_turn_id(tokenizer)]
+
+
+def prompt_messages(signature: Any, example: dspy.Example, demos: list | None = None) -> list[dict[str, str]]:
+    return format_messages(signature, demos or [], example.inputs().toDict())
+
+
+def tokenize_example(signature: Any, example: dspy.Example, tokenizer, demos: list | None = None) -> dict[str, list[int]]:
+    """``input_ids`` and ``labels`` (prompt masked with -100) for one demonstration."""
+    prompt = render_prompt(tokenizer, prompt_messages(signature, example, demos))
+    completion = completion_ids(signature, example, tokenizer)
+    return {"input_ids": prompt + completion, "labels": [-100] * len(prompt) + completion}
+
+
+def corpus_texts(signature: Any, examples: list[dspy.Example]) -> list[str]:
+    """Texts a from-scratch tokenizer is trained on: every prompt message and gold completion."""
+    texts = []
+    for ex in examples:
+        texts.extend(m["content"] for m in prompt_messages(signature, ex))
+        values = dict(ex)
+        if output_mode(signature) == "tagged":
+            continue  # the completion repeats the note; its tags are added tokens
+        texts.append(output_text(signature, values))
+    return texts
