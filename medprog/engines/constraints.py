@@ -53,6 +53,8 @@ RESPONSE_FORMAT_NAME = "medprog_constraint"
 MAX_STRING_CHARS = 400
 """Free-text string fields get this ``maxLength`` unless they declare one, so a weak model
 cannot run a string to the token limit."""
+MAX_LIST_ITEMS = 12
+"""Lists get this ``maxItems`` unless they declare one, for the same reason."""
 
 
 def _close_objects(schema: Any, max_chars: int = MAX_STRING_CHARS) -> Any:
@@ -61,6 +63,8 @@ def _close_objects(schema: Any, max_chars: int = MAX_STRING_CHARS) -> Any:
         schema = {k: _close_objects(v, max_chars) for k, v in schema.items()}
         if schema.get("type") == "string" and not ({"enum", "const", "pattern", "maxLength"} & set(schema)):
             schema["maxLength"] = max_chars
+        if schema.get("type") == "array" and "maxItems" not in schema:
+            schema["maxItems"] = MAX_LIST_ITEMS
         if schema.get("type") == "object" and "properties" in schema:
             schema["additionalProperties"] = False
             schema["required"] = list(schema["properties"])
@@ -211,6 +215,8 @@ def _check_schema(value: Any, schema: dict, root: dict, path: str) -> None:
             if k in props:
                 _check_schema(v, props[k], root, f"{path}.{k}")
     if t == "array":
+        if len(value) > schema.get("maxItems", len(value)):
+            raise ConstraintViolation(f"{path}: more than {schema['maxItems']} items")
         for i, v in enumerate(value):
             _check_schema(v, schema.get("items", {}), root, f"{path}[{i}]")
 

@@ -109,10 +109,10 @@ def word_layout(text: str, local: set[int] | None = None) -> TagLayout:
 
 
 def merge_same_tag(spans: list[Span]) -> list[Span]:
-    """Merge overlapping (not merely touching) spans of one tag; a tag never nests in itself."""
+    """Merge overlapping or touching spans of one tag: a tag never nests in itself or re-opens where it closed."""
     out: list[Span] = []
     for s in sorted(spans, key=lambda s: (s.tag, s.start, s.end)):
-        if out and out[-1].tag == s.tag and s.start < out[-1].end:
+        if out and out[-1].tag == s.tag and s.start <= out[-1].end:
             out[-1] = Span(start=out[-1].start, end=max(out[-1].end, s.end), tag=s.tag)
         else:
             out.append(s)

@@ -202,3 +202,74 @@ def train_dft(signature: Any, examples: list[dspy.Example], out_dir: Path, cfg: 
     }
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+# --- compile strategy ---------------------------------------------------------------------
+
+def _the_predictor(module: Any, name: str | None) -> tuple[str, Any]:
+    from medprog.optimizers.base import CompileError
+
+    predictors = dict(module.named_predictors())
+    if name:
+        if name not in predictors:
+            raise CompileError(f"no predictor {name!r}; the program has {sorted(predictors)}")
+        return name, predictors[name]
+    if len(predictors) != 1:
+        raise CompileError(f"the program has several predictors {sorted(predictors)}; pick one with -o predictor=NAME")
+    return next(iter(predictors.items()))
+
+
+def _base_model_dir(base: str | None) -> str | None:
+    """``--base`` may be a model directory or an artifact with weights."""
+    if base is None:
+        return None
+    from medprog.artifact import is_artifact
+
+    path = Path(base)
+    if is_artifact(path):
+        weights = path / "weights"
+        if not (weights / "config.json").is_file():
+            from medprog.optimizers.base import CompileError
+
+            raise CompileError(f"{path}: the artifact has no weights to fine-tune")
+        return str(weights)
+    return str(path)
+
+
+def dft_config_from_options(options: dict[str, Any], seed: int) -> DFTConfig:
+    """A `DFTConfig` from ``-o key=value`` options (any DFTConfig field)."""
+    cfg = DFTConfig(seed=seed, base=_base_model_dir(options.get("base")))
+    for key, value in options.items():
+        if key in DFTConfig.__dataclass_fields__ and key not in ("base", "model", "seed"):
+            setattr(cfg, key, type(getattr(cfg, key))(value) if getattr(cfg, key) is not None else value)
+    return cfg
+
+
+def compile_dft(req: Any) -> Path:
+    """``medprog compile PROGRAM --optimizer dft``: train weights, evaluate on dev, save the artifact."""
+    from medprog.artifact import save_artifact
+    from medprog.engines.spec import make_engine
+    from medprog.evaluation import evaluate
+    from medprog.optimizers.base import CompileError
+
+    info = req.program
+    if not req.train:
+        raise CompileError("the dft optimizer needs gold demonstrations (--train)")
+    settings = dict(req.options.get("settings") or info.defaults)
+    module = info.build(**settings)
+    _, predictor = _the_predictor(module, req.options.get("predictor"))
+    cfg = dft_config_from_options(req.options, req.seed)
+    out = Path(req.out)
+    weights = out / "weights"
+    t0 = time.perf_counter()
+    training = train_dft(predictor.signature, req.train, weights, cfg)
+    report: dict[str, Any] = {"optimizer": "dft", "training": training}
+    dev = req.dev[: int(req.options.get("dev_limit", len(req.dev)))]
+    if dev:
+        engine = make_engine(f"local:{weights}", cache_dir=False)
+        result = evaluate(info, module, dev, engine, None, concurrency=8, lm_kwargs={"temperature": 0.0},
+                          progress=bool(req.options.get("progress", False)))
+        report["dev"] = {"metrics": result.metrics, "n": len(dev), "usage": result.summary["usage"]}
+    report["wall_s"] = round(time.perf_counter() - t0, 2)
+    return save_artifact(out, info, module, settings=settings, report=report, weights=weights,
+                         engine={"temperature": 0.0})
