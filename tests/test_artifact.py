@@ -73,7 +73,11 @@ def write_toy_data(path: Path, n: int, seed: int = 0, fail_every: int = 0) -> Pa
 
 
 def toy_load(path: str | Path, split: str | None = None) -> list[dspy.Example]:
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """A JSONL file, or ``DIR/<split>.jsonl`` for a directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{split or 'all'}.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [dspy.Example(**r).with_inputs("note") for r in rows]
 
 

@@ -79,6 +79,7 @@ class Budget:
         self._ledgers: list[tuple[Any, int]] = []
         self._lock = threading.Lock()
         self.reason: str | None = None
+        self.refused = False
 
     def attach(self, engine: Any) -> None:
         t = engine.ledger.total
@@ -110,10 +111,17 @@ class Budget:
         if self.spent():
             raise BudgetExhausted(self.reason)
 
+    def check_refused(self) -> None:
+        """Raise `BudgetExhausted` once a call has been refused (scoring the last allowed call is fine)."""
+        if self.refused:
+            raise BudgetExhausted(self.reason)
+
     def reserve_call(self) -> None:
-        """Before each model call: raise if spent, else count the call."""
+        """Before each model call: raise (and remember the refusal) if spent, else count the call."""
         with self._lock:
-            self.check()
+            if self.spent():
+                self.refused = True
+                raise BudgetExhausted(self.reason)
             self.calls_used += 1
 
     def summary(self) -> dict[str, Any]:
@@ -154,7 +162,7 @@ class CandidateTracker(BaseCallback):
             opened = self._open.pop(call_id, None)
         if opened is None or exception is not None or outputs is None:
             return
-        if self.budget is not None and self.budget.exhausted:
+        if self.budget is not None and self.budget.refused:
             return
         score = getattr(outputs, "score", None)
         if isinstance(score, (int, float)):  # dspy.Evaluate reports a percentage
@@ -217,6 +225,8 @@ class Session:
     metric: Callable[..., float]
     lm_kwargs: dict[str, Any]
     threads: int
+    notes: dict[str, Any] = field(default_factory=dict)
+    """Optimizer-specific facts for report.json (``compile.notes``)."""
 
     @property
     def options(self) -> dict[str, Any]:
@@ -234,7 +244,7 @@ def make_metric(info: ProgramInfo, budget: Budget) -> Callable[..., float]:
     """The program's per-example score as a dspy metric that stops when the budget is spent."""
 
     def metric(example: Any, prediction: Any, trace: Any = None) -> float:
-        budget.check()
+        budget.check_refused()
         return float(info.score(example, prediction))
 
     metric.__name__ = f"{info.name}_score"
@@ -358,7 +368,7 @@ def run_prompt_optimizer(req: CompileRequest, method: str,
             "eval_set": eval_name,
             "dev": dev,
             "compile": {"usage": compile_usage, "wall_s": round(compile_wall, 3), "budget": s.budget.summary(),
-                        "stopped_early": stopped, "candidates": s.tracker.scores()},
+                        "stopped_early": stopped, "candidates": s.tracker.scores(), "notes": s.notes},
             "options": {k: v for k, v in req.options.items() if isinstance(v, (str, int, float, bool, type(None)))},
         }
         out = save_artifact(req.out, req.program, program, settings=settings, report=report,

@@ -9,7 +9,9 @@ config file); the defaults keep small runs small.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,29 @@ def random_search(req: CompileRequest) -> Path:
     return run_prompt_optimizer(req, "random-search", optimize)
 
 
+@contextlib.contextmanager
+def tolerant_proposals() -> Iterator[list[str]]:
+    """While MIPROv2 proposes instructions, a failed proposal (a weak prompt model that runs out of
+    tokens, an engine error) keeps the predictor's current instruction instead of ending the compile.
+    Yields the list of failures (error messages)."""
+    from unittest import mock
+
+    from dspy.propose.grounded_proposer import GroundedProposer
+
+    failures: list[str] = []
+    original = GroundedProposer.propose_instruction_for_predictor
+
+    def propose(self: Any, program: Any, predictor: Any, *args: Any, **kwargs: Any) -> str:
+        try:
+            return original(self, program, predictor, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - BudgetExhausted (a BaseException) still stops the compile
+            failures.append(f"{type(e).__name__}: {str(e)[:200]}")
+            return predictor.signature.instructions
+
+    with mock.patch.object(GroundedProposer, "propose_instruction_for_predictor", propose):
+        yield failures
+
+
 def mipro(req: CompileRequest) -> Path:
     """Instructions proposed by a prompt model and demo sets, searched jointly (dspy MIPROv2).
 
@@ -97,7 +122,7 @@ def mipro(req: CompileRequest) -> Path:
             raise CompileError("mipro: set both num_candidates and num_trials, or neither (then auto sizes the search)")
         auto = None if explicit else o.get("auto", "light")
         prompt_lm = s.reflection_lm(temperature=float(o.get("prompt_temperature", 1.0)),
-                                    max_tokens=int(o.get("prompt_max_tokens", 512)))
+                                    max_tokens=int(o.get("prompt_max_tokens", 1024)))
         tp = MIPROv2(metric=s.metric, prompt_model=prompt_lm, task_model=s.lm, teacher_settings=_teacher_settings(s),
                      max_bootstrapped_demos=int(o.get("max_bootstrapped_demos", 4)),
                      max_labeled_demos=int(o.get("max_labeled_demos", 4)), auto=auto,
@@ -107,16 +132,19 @@ def mipro(req: CompileRequest) -> Path:
         valset = req.dev or None
         n_val = len(valset) if valset else max(1, int(len(req.train) * 0.8))
         minibatch_size = int(o.get("minibatch_size", 35))
-        return tp.compile(
-            student, trainset=req.train, valset=valset,
+        with tolerant_proposals() as failures:
+            program = tp.compile(
+                student, trainset=req.train, valset=valset,
             num_trials=int(o["num_trials"]) if explicit else None,
-            minibatch=bool(o.get("minibatch", n_val > minibatch_size)), minibatch_size=minibatch_size,
-            program_aware_proposer=bool(o.get("program_aware_proposer", True)),
-            data_aware_proposer=bool(o.get("data_aware_proposer", True)),
-            tip_aware_proposer=bool(o.get("tip_aware_proposer", True)),
-            fewshot_aware_proposer=bool(o.get("fewshot_aware_proposer", True)),
-            view_data_batch_size=int(o.get("view_data_batch_size", 10)),
-        )
+                minibatch=bool(o.get("minibatch", n_val > minibatch_size)), minibatch_size=minibatch_size,
+                program_aware_proposer=bool(o.get("program_aware_proposer", True)),
+                data_aware_proposer=bool(o.get("data_aware_proposer", True)),
+                tip_aware_proposer=bool(o.get("tip_aware_proposer", True)),
+                fewshot_aware_proposer=bool(o.get("fewshot_aware_proposer", True)),
+                view_data_batch_size=int(o.get("view_data_batch_size", 10)),
+            )
+        s.notes["failed_proposals"] = failures
+        return program
 
     return run_prompt_optimizer(req, "mipro", optimize)
 
@@ -126,7 +154,7 @@ def _feedback_metric(s: Session):
     info = s.req.program
 
     def metric(gold: Any, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None):
-        s.budget.check()
+        s.budget.check_refused()
         score = float(info.score(gold, pred))
         if pred_name is None:
             return score
@@ -196,7 +224,7 @@ class _GepaTracker:
     def on_valset_evaluated(self, event: dict[str, Any]) -> None:
         from medprog.artifact import apply_state, module_state
 
-        if self.s.budget.exhausted or event.get("num_examples_evaluated") != event.get("total_valset_size"):
+        if self.s.budget.refused or event.get("num_examples_evaluated") != event.get("total_valset_size"):
             return
         program = self.student.deepcopy()
         names = dict(program.named_predictors())
