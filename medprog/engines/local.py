@@ -192,7 +192,7 @@ class LocalEngine(Engine):
             torch.manual_seed(sampling.seed)
         gen_kwargs: dict[str, Any] = dict(
             max_new_tokens=max_new, eos_token_id=end_of_turn_id(tok), pad_token_id=pad,
-            do_sample=sampling.temperature > 0,
+            do_sample=sampling.temperature > 0, use_cache=True,
         )
         if sampling.temperature > 0:
             gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
