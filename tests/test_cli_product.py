@@ -177,3 +177,30 @@ def test_compile_then_eval_on_a_tiny_local_model(tmp_path: Path, data, tiny_mode
 
     prog = medprog.load(tmp_path / "art")
     assert prog(note="vomiting blood").urgency in ("low", "high")
+
+
+@pytest.mark.slow
+def test_tagger_compile_and_eval_with_official_outputs(tmp_path: Path, tiny_model_dir) -> None:
+    """tagger on synthetic MedDec: compile (labeled demos) → eval the artifact → same metrics, official files."""
+    pytest.importorskip("medprog.programs.tagger")
+    from medprog.data.synth_meddec import synth_meddec
+
+    data = tmp_path / "meddec"
+    synth_meddec(data, 20, 0)
+    r = invoke("compile", "tagger", "--train", data, "--optimizer", "bootstrap", "--lm", f"local:{tiny_model_dir}",
+               "--out", tmp_path / "art", "--no-cache", "-o", "max_bootstrapped_demos=0",
+               "-o", "max_labeled_demos=1", "-o", "dev_limit=1", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["eval_set"] == "dev" and report["n_dev"] >= 1 and report["dev"]["n"] == 1  # the directory's val split
+    demo = json.loads((tmp_path / "art" / "program.json").read_text())["steps"]["tag"]["demos"][0]
+    assert set(demo) == {"note", "tagged"}  # only the signature's fields are stored
+    run = tmp_path / "run"
+    r = invoke("eval", tmp_path / "art", "--data", data, "--split", "val", "--limit", 1, "--out", run, "--no-cache",
+               "--json")
+    assert r.exit_code == 0, r.output
+    metrics = json.loads(r.stdout)
+    assert {k: metrics[k] for k in report["dev"]["metrics"]} == report["dev"]["metrics"]
+    assert {"span_f1", "token_f1", "overall"} <= set(metrics)
+    assert (run / "predictions.json").is_file() and (run / "per_category.png").is_file()  # the tagger's extras
+    assert (run / "report.html").read_text().count("data:image/png;base64,") >= 2

@@ -36,7 +36,8 @@ class CompileRequest:
     ``options`` carries optimizer knobs (e.g. ``num_candidates``, ``max_bootstrapped_demos``,
     ``auto``) and run settings: ``settings`` (program build kwargs, default
     ``program.defaults``), ``base`` and ``members`` (for weight and ensemble optimizers),
-    ``allow_remote``, ``no_cache``, ``cache_dir``, ``max_tokens``, ``threads``, ``progress``;
+    ``allow_remote``, ``no_cache``, ``cache_dir``, ``max_tokens``, ``threads``, ``progress``,
+    ``dev_limit`` (score only the first N dev examples for the report);
     from Python, ``engine`` / ``teacher_engine`` may hold already-open engines to use instead of
     opening ``lm`` / ``teacher``.
     """
@@ -359,6 +360,8 @@ def run_prompt_optimizer(req: CompileRequest, method: str,
         restore_signature_names(program, names)
         compile_usage = usage_of(s.engine, s.teacher_engine)
         eval_set, eval_name = (req.dev, "dev") if req.dev else (req.train, "train")
+        if req.options.get("dev_limit") is not None:
+            eval_set = eval_set[: int(req.options["dev_limit"])]
         dev = evaluate_on(req, program, eval_set, s)
         report = {
             "optimizer": method,
