@@ -41,6 +41,8 @@ class DFTConfig:
     time_budget_s: float = 540.0
     """Wall-clock training budget; the step count is calibrated to fit it."""
     max_epochs: float = 30.0
+    max_steps: int | None = None
+    """Fixed number of optimizer steps instead of calibrating to ``time_budget_s`` (which still stops training)."""
     learning_rate: float = 3e-3
     lora_learning_rate: float = 2e-4
     batch_size: int = 8
@@ -166,7 +168,7 @@ def train_dft(signature: Any, examples: list[dspy.Example], out_dir: Path, cfg: 
                                   rows, cfg.batch_size)
     steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
     budget_left = cfg.time_budget_s - (time.perf_counter() - t_start)
-    max_steps = max(1, min(int(budget_left / step_s), int(cfg.max_epochs * steps_per_epoch)))
+    max_steps = cfg.max_steps or max(1, min(int(budget_left / step_s), int(cfg.max_epochs * steps_per_epoch)))
     if from_scratch and cfg.scratch_loss == "dft":
         schedule.switch = int(cfg.warmup_fraction * max_steps)
     log(f"dft: {len(rows)} examples, {n_params / 1e6:.2f}M params, ~{step_s:.2f}s/step, {max_steps} steps "
