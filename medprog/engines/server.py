@@ -120,6 +120,7 @@ class ServerEngine(Engine):
     """
 
     name = "openai"
+    thread_safe = True  # the concurrency limit holds across threads
 
     def __init__(self, model: str, urls: list[str] | str, *, cache: RequestCache | None = None, concurrency: int = 8,
                  timeout: float = 60.0, retries: int = 4, backoff: float = 0.5, dialect: Dialect = "vllm",

