@@ -146,5 +146,6 @@ def test_gepa_with_fake_reflection(toy_data, tmp_path: Path) -> None:
     assert report["optimizer"] == "gepa"
     steps = report["compile"]["usage"]["steps"]
     assert steps.get("proposal", {}).get("calls", 0) >= 1  # reflection went through the constrained adapter
+    assert set(steps) == {"Triage", "proposal"}  # rewritten signatures still count under their step
     assert any(c["source"] == "gepa" for c in report["compile"]["candidates"])
     _assert_round_trip(path, report, engine, toy_data[1])

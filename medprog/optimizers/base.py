@@ -252,8 +252,28 @@ def make_metric(info: ProgramInfo, budget: Budget) -> Callable[..., float]:
     return metric
 
 
+def step_naming_adapter(module: Any) -> Any:
+    """medprog's adapter, counting calls under each step's original signature name even after an
+    optimizer rewrote the signature (``with_instructions`` names every rewrite ``StringSignature``)."""
+    from medprog.engines.accounting import current_step, step
+    from medprog.signatures.adapter import MedprogAdapter
+
+    names = {(tuple(p.signature.input_fields), tuple(p.signature.output_fields)): p.signature.__name__
+             for _, p in module.named_predictors()}
+
+    class StepNamingAdapter(MedprogAdapter):
+        def __call__(self, lm, lm_kwargs, signature, demos, inputs):
+            key = (tuple(signature.input_fields), tuple(signature.output_fields))
+            if current_step() == "main" and key in names and signature.__name__ != names[key]:
+                with step(names[key]):
+                    return super().__call__(lm, lm_kwargs, signature, demos, inputs)
+            return super().__call__(lm, lm_kwargs, signature, demos, inputs)
+
+    return StepNamingAdapter()
+
+
 @contextlib.contextmanager
-def open_session(req: CompileRequest) -> Iterator[Session]:
+def open_session(req: CompileRequest, student: Any | None = None) -> Iterator[Session]:
     """Engines, LMs, budget and tracker, with medprog's adapter active for the whole compile."""
     from medprog.evaluation import GuardedEngine, engine_thread_safe, install_usage_tee
     from medprog.signatures.adapter import MedprogAdapter
@@ -284,7 +304,8 @@ def open_session(req: CompileRequest) -> Iterator[Session]:
                       budget=budget, tracker=tracker, metric=make_metric(req.program, budget), lm_kwargs=lm_kwargs,
                       threads=threads)
     try:
-        with dspy.context(lm=lm, adapter=MedprogAdapter(), callbacks=[tracker]):
+        adapter = step_naming_adapter(student) if student is not None else MedprogAdapter()
+        with dspy.context(lm=lm, adapter=adapter, callbacks=[tracker]):
             yield session
     finally:
         for e in owned:
@@ -346,7 +367,7 @@ def run_prompt_optimizer(req: CompileRequest, method: str,
     student, settings = build_student(req)
     names = {n: p.signature.__name__ for n, p in student.named_predictors()}
     t0 = time.perf_counter()
-    with open_session(req) as s:
+    with open_session(req, student) as s:
         stopped = None
         try:
             program = optimize(student, s)
