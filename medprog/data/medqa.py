@@ -1,0 +1,171 @@
+"""MedQA-style multiple-choice questions (jsonl), and a seeded synthetic generator.
+
+A row is ``{"question": str, "options": {letter: text}, "answer_idx": letter, ...}``; options
+may also be a list (lettered A, B, ...), and the gold letter may be under ``answer_idx``,
+``answer_letter`` or ``label``. Rows in the wild carry more (rationales, chain-of-thought,
+earlier models' answers, the answer text, metamap phrases): the loader keeps only the id,
+the question, the options and the gold letter, so nothing else can reach a prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+class MedQAFormatError(ValueError):
+    """A row that is not a usable multiple-choice question; the message names file and line."""
+
+
+class MCQItem(BaseModel):
+    id: str
+    question: str
+    options: dict[str, str]
+    answer: str | None = None
+    """The gold option letter (None when unlabelled)."""
+
+
+def _options(value: object, where: str) -> dict[str, str]:
+    if isinstance(value, dict):
+        opts = {str(k).strip(): str(v) for k, v in value.items()}
+    elif isinstance(value, list):
+        opts = {}
+        for i, v in enumerate(value):
+            if isinstance(v, dict) and {"key", "value"} <= set(v):
+                opts[str(v["key"]).strip()] = str(v["value"])
+            else:
+                opts[string.ascii_uppercase[i]] = str(v)
+    else:
+        raise MedQAFormatError(f"{where}: 'options' must be an object {{letter: text}} or a list")
+    if len(opts) < 2:
+        raise MedQAFormatError(f"{where}: a question needs at least two options")
+    return opts
+
+
+def parse_row(row: dict, where: str, index: int) -> MCQItem:
+    if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+        raise MedQAFormatError(f"{where}: expected an object with a string 'question'")
+    opts = _options(row.get("options"), where)
+    gold = next((row[k] for k in ("answer_idx", "answer_letter", "label") if row.get(k) not in (None, "")), None)
+    if gold is not None:
+        gold = str(gold).strip()
+        if gold not in opts:
+            raise MedQAFormatError(f"{where}: gold letter {gold!r} is not one of the options {list(opts)}")
+    rid = next((row[k] for k in ("id", "realidx", "qid") if row.get(k) not in (None, "")), index)
+    return MCQItem(id=str(rid), question=row["question"], options=opts, answer=gold)
+
+
+def load_medqa(path: str | Path, split: str | None = None) -> list[MCQItem]:
+    """Questions from a jsonl file, or from ``DIR/<split>.jsonl`` (default ``test``) for a directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{split or 'test'}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such MedQA-style jsonl file (create one with `medprog data synth medqa`)")
+    items = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MedQAFormatError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            items.append(parse_row(row, f"{path}:{n}", n - 1))
+    ids = [i.id for i in items]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise MedQAFormatError(f"{path}: question id {dup!r} occurs more than once")
+    return items
+
+
+# ----------------------------------------------------------------------- synthetic
+
+_CASES = [
+    ("chest pain radiating to the left arm and diaphoresis", "ST elevation in leads II, III and aVF",
+     "Acute inferior myocardial infarction", ["Pericarditis", "Aortic dissection", "Pulmonary embolism",
+                                              "Costochondritis"]),
+    ("fever, productive cough and pleuritic chest pain", "right lower lobe consolidation on chest x-ray",
+     "Community-acquired pneumonia", ["Pulmonary embolism", "Lung abscess", "Acute bronchitis", "Sarcoidosis"]),
+    ("polyuria, polydipsia and weight loss", "a random plasma glucose of 342 mg/dL",
+     "Type 1 diabetes mellitus", ["Diabetes insipidus", "Primary polydipsia", "Hyperthyroidism",
+                                  "Cushing syndrome"]),
+    ("fatigue, cold intolerance and constipation", "a TSH of 14 mIU/L and low free T4",
+     "Primary hypothyroidism", ["Depression", "Iron deficiency anemia", "Adrenal insufficiency",
+                                "Central hypothyroidism"]),
+    ("sudden severe headache described as the worst of her life", "blood in the basal cisterns on CT",
+     "Subarachnoid hemorrhage", ["Migraine", "Tension headache", "Bacterial meningitis", "Cluster headache"]),
+    ("right lower quadrant pain, anorexia and low-grade fever", "tenderness at McBurney's point",
+     "Acute appendicitis", ["Ovarian torsion", "Mesenteric adenitis", "Crohn disease", "Ureteric colic"]),
+    ("progressive exertional dyspnea and ankle swelling", "an ejection fraction of 30% on echocardiography",
+     "Heart failure with reduced ejection fraction", ["Nephrotic syndrome", "Cirrhosis",
+                                                      "Constrictive pericarditis", "COPD"]),
+    ("painless jaundice and weight loss", "a mass in the head of the pancreas",
+     "Pancreatic adenocarcinoma", ["Choledocholithiasis", "Hepatitis A", "Primary sclerosing cholangitis",
+                                   "Gilbert syndrome"]),
+]
+_PEOPLE = ["man", "woman"]
+
+
+def split_sizes(n: int) -> dict[str, int]:
+    """80/10/10 train/dev/test sizes (test gets at least one)."""
+    test = max(1, n // 10)
+    dev = n // 10 if n - test > n // 10 else 0
+    return {"train": n - test - dev, "dev": dev, "test": test}
+
+
+def write_jsonl_splits(out: Path, rows: list[dict], overwrite: bool) -> dict[str, int]:
+    """Rows to ``out`` (a .jsonl file) or to ``out/{train,dev,test}.jsonl`` (a directory)."""
+    if out.suffix == ".jsonl":
+        parts = {out: rows}
+    else:
+        sizes, parts, start = split_sizes(len(rows)), {}, 0
+        for name in ("train", "dev", "test"):
+            parts[out / f"{name}.jsonl"] = rows[start:start + sizes[name]]
+            start += sizes[name]
+    if not overwrite and any(p.exists() for p in parts):
+        raise FileExistsError(f"{out} already holds data; pass overwrite=True to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True) if out.suffix == ".jsonl" else out.mkdir(parents=True, exist_ok=True)
+    for path, part in parts.items():
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+    return {str(p): len(part) for p, part in parts.items()}
+
+
+def synth_medqa(out: str | Path, n: int = 50, seed: int = 0, *, overwrite: bool = False) -> dict:
+    """Write ``n`` seeded synthetic MedQA-style questions to ``out``: a .jsonl file, or a directory
+    that gets ``train.jsonl``, ``dev.jsonl`` and ``test.jsonl`` (80/10/10). Rows carry extra
+    fields, as rows in the wild do (answer text, rationale, an earlier model's answer), which
+    the loader never passes on. 4-option, 5-option and yes/no/maybe questions are mixed."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        symptoms, finding, dx, distractors = rng.choice(_CASES)
+        age, who = rng.randint(19, 84), rng.choice(_PEOPLE)
+        stem = f"A {age}-year-old {who} presents with {symptoms}. Workup shows {finding}."
+        kind = rng.choice(["4", "5", "ynm"])
+        if kind == "ynm":
+            wrong = rng.choice(distractors)
+            truth = rng.random() < 0.5
+            shown = dx if truth else wrong
+            options = {"A": "yes", "B": "no", "C": "maybe"}
+            question = f"{stem} Is the most likely diagnosis {shown.lower()}?"
+            gold = "A" if truth else "B"
+        else:
+            k = int(kind)
+            choices = rng.sample(distractors, k - 1) + [dx]
+            rng.shuffle(choices)
+            options = dict(zip(string.ascii_uppercase, choices))
+            question = f"{stem} Which of the following is the most likely diagnosis?"
+            gold = next(letter for letter, text in options.items() if text == dx)
+        rows.append({
+            "id": f"synth-{seed}-{i}", "question": question, "options": options, "answer_idx": gold,
+            "answer": options[gold], "meta_info": "synthetic",
+            "rationale": f"The combination of {symptoms} and {finding} points to {dx}.",
+            "model_answer": rng.choice(list(options)),
+        })
+    files = write_jsonl_splits(Path(out), rows, overwrite)
+    return {"dataset": "medqa", "out": str(out), "n": n, "seed": seed, "files": files}

@@ -1,0 +1,172 @@
+"""Medical multiple-choice QA signatures (MDAgents).
+
+Answer fields are typed with a placeholder `Letter`; programs narrow them per question to the
+question's own option letters (`with_choices(sig, "answer", letters)`), so 4-option,
+5-option and yes/no/maybe questions are all constrained to valid letters.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import dspy
+from pydantic import BaseModel, Field
+
+from medprog.signatures.base import Signature
+
+Letter = Literal["A", "B", "C", "D", "E"]
+Complexity = Literal["basic", "intermediate", "advanced"]
+
+
+class Expert(BaseModel):
+    role: str = Field(max_length=60, description="the expert's specialty, e.g. Cardiologist")
+    description: str = Field(max_length=200, description="what this expert contributes to the question")
+    hierarchy: str = Field(max_length=60, description='"independent", or the role this expert reports to')
+
+
+class Opinion(BaseModel):
+    """One expert's answer, as shown to an arbitrator, moderator or colleague."""
+
+    expert: str
+    reasoning: str
+    answer: str
+
+
+class TeamMember(BaseModel):
+    role: str = Field(max_length=60)
+    expertise: str = Field(max_length=160)
+
+
+class Team(BaseModel):
+    name: str = Field(max_length=60)
+    lead: TeamMember
+    members: list[TeamMember] = Field(max_length=4)
+
+
+class TeamReport(BaseModel):
+    team: str
+    report: str
+
+
+class AssessComplexity(Signature):
+    """Judge how complex this medical question is. basic: one clinician can answer it;
+    intermediate: specialists should discuss it; advanced: it needs multidisciplinary teams
+    across departments."""
+
+    question: str = dspy.InputField()
+    options: str = dspy.InputField()
+    complexity: Complexity = dspy.OutputField()
+
+
+class RecruitExperts(Signature):
+    """Recruit medical experts with distinct specialties who together can answer the question.
+    Give each a role, what they contribute, and whom they report to ("independent" if nobody)."""
+
+    question: str = dspy.InputField()
+    options: str = dspy.InputField()
+    n_experts: int = dspy.InputField(desc="how many experts to recruit")
+    experts: list[Expert] = dspy.OutputField()
+
+
+class ExpertAnswer(Signature):
+    """You are the medical expert named in `role`. Think step by step about the question, taking
+    your colleagues' messages into account if there are any, and choose one option."""
+
+    question: str = dspy.InputField()
+    options: str = dspy.InputField()
+    role: str = dspy.InputField()
+    discussion: str = dspy.InputField(desc="messages from colleagues; empty before any discussion")
+    reasoning: str = dspy.OutputField()
+    answer: Letter = dspy.OutputField()
+
+
+class Arbitrate(Signature):
+    """You are the arbitrator. Weigh the independent experts' answers and reasoning and give the
+    final answer."""
+
+    question: str = dspy.InputField()
+    options: str = dspy.InputField()
+    opinions: list[Opinion] = dspy.InputField()
+    reasoning: str = dspy.OutputField()
+    answer: Letter = dspy.OutputField()
+
+
+class DecideToSpeak(Signature):
+    """You are expert `me` in a panel discussion. Given everyone's current answers and the
+    messages you received, decide whether you want to say something, and to which colleagues
+    (by number). Only speak if you have something that could change an answer."""
+
+    question: str = dspy.InputField()
+    options: str = dspy.InputField()
+    me: str = dspy.InputField()
+    colleagues: str = dspy.InputField(desc="numbered colleagues with their current answers")
+    inbox: str = dspy.InputField(desc="messages sent to you so far")
+    speak: bool = dspy.OutputField()
+    to: list[int] = dspy.OutputField(desc="colleague numbers to address")
+    message: str = dspy.OutputField()
+
+
+class Moderate(Signature):
+    """You are the moderator of the panel. Read the experts' final answers after their discussion
+    and give the panel's final answer."""
+
+    question: str = dspy.InputField()
+    options: str = dspy.InputField()
+    opinions: list[Opinion] = dspy.InputField()
+    reasoning: str = dspy.OutputField()
+    answer: Letter = dspy.OutputField()
+
+
+class PlanTeams(Signature):
+    """Organise multidisciplinary teams to answer the question: an initial assessment team,
+    specialist teams, and a final review and decision team. Each team has a lead and members."""
+
+    question: str = dspy.InputField()
+    options: str = dspy.InputField()
+    n_specialist_teams: int = dspy.InputField()
+    team_size: int = dspy.InputField(desc="members per team, besides the lead")
+    initial_assessment: Team = dspy.OutputField()
+    specialist_teams: list[Team] = dspy.OutputField()
+    final_review: Team = dspy.OutputField()
+
+
+class AssignTasks(Signature):
+    """You lead this team. Considering the earlier teams' reports, give each member one task,
+    in the order the members are listed."""
+
+    question: str = dspy.InputField()
+    options: str = dspy.InputField()
+    team: Team = dspy.InputField()
+    earlier_reports: list[TeamReport] = dspy.InputField()
+    tasks: list[str] = dspy.OutputField(desc="one task per member, in member order")
+
+
+class MemberReport(Signature):
+    """You are the team member in `role`. Carry out your task on the question and report briefly."""
+
+    question: str = dspy.InputField()
+    options: str = dspy.InputField()
+    role: str = dspy.InputField()
+    task: str = dspy.InputField()
+    earlier_reports: list[TeamReport] = dspy.InputField()
+    report: str = dspy.OutputField()
+
+
+class LeadSummary(Signature):
+    """You lead this team. Summarise your members' reports into the team's report."""
+
+    question: str = dspy.InputField()
+    options: str = dspy.InputField()
+    team: str = dspy.InputField()
+    member_reports: list[TeamReport] = dspy.InputField()
+    report: str = dspy.OutputField()
+
+
+class FinalDecision(Signature):
+    """You make the final decision. Read every team's report and choose the answer."""
+
+    question: str = dspy.InputField()
+    options: str = dspy.InputField()
+    team_reports: list[TeamReport] = dspy.InputField()
+    reasoning: str = dspy.OutputField()
+    answer: Letter = dspy.OutputField()
