@@ -380,6 +380,7 @@ def run_prompt_optimizer(req: CompileRequest, method: str,
         compile_wall = time.perf_counter() - t0
         restore_signature_names(program, names)
         compile_usage = usage_of(s.engine, s.teacher_engine)
+        budget = s.budget.summary()  # before the (unbudgeted) dev evaluation adds to the ledgers
         eval_set, eval_name = (req.dev, "dev") if req.dev else (req.train, "train")
         if req.options.get("dev_limit") is not None:
             eval_set = eval_set[: int(req.options["dev_limit"])]
@@ -391,7 +392,7 @@ def run_prompt_optimizer(req: CompileRequest, method: str,
             "n_train": len(req.train), "n_dev": len(req.dev),
             "eval_set": eval_name,
             "dev": dev,
-            "compile": {"usage": compile_usage, "wall_s": round(compile_wall, 3), "budget": s.budget.summary(),
+            "compile": {"usage": compile_usage, "wall_s": round(compile_wall, 3), "budget": budget,
                         "stopped_early": stopped, "candidates": s.tracker.scores(), "notes": s.notes},
             "options": {k: v for k, v in req.options.items() if isinstance(v, (str, int, float, bool, type(None)))},
         }
