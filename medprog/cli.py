@@ -25,7 +25,7 @@ data_app = typer.Typer(help="Datasets: synthetic generators.", no_args_is_help=T
 score_app = typer.Typer(help="Score prediction files with a task's official metric.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(score_app, name="score")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class UsageError(Exception):
@@ -575,6 +575,31 @@ def baseline_cmd(
         m = score(notes, preds)
         table.add_row(name, *(f"{m[k]:.4f}" for k in ("span_f1", "token_f1", "worst", "overall")))
     Console().print(table)
+
+
+@app.command("ensemble-apply")
+@cli_errors
+def ensemble_apply_cmd(
+    artifact: Path = typer.Argument(..., help="An artifact written by `compile tagger --optimizer ensemble`."),
+    members: list[Path] = typer.Option(..., "--members", help="The members' eval output directories on the new data."),
+    out: Path = typer.Option(..., "--out", help="Submission JSON to write."),
+    gold: Path = typer.Option(None, "--gold", help="MedDec directory to score against (optional)."),
+    split: str = typer.Option(None, "--split", help="Split of --gold to score."),
+) -> None:
+    """Combine tagger outputs with a tuned Span-Cluster Consensus ensemble."""
+    from medprog.optimizers.ensemble_compile import apply_ensemble
+
+    try:
+        apply_ensemble(artifact, members, out)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if gold is not None:
+        from medprog.metrics.meddec import score_submission
+
+        m = score_submission(gold, out, split)
+        _print_json({k: m[k] for k in ("span_f1", "token_f1", "base", "worst", "overall")})
+    else:
+        _log(f"wrote {out}")
 
 
 def main() -> None:  # pragma: no cover

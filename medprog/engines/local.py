@@ -26,7 +26,7 @@ from medprog.engines.constraints import (
     check_text,
     json_whitespace_free,
 )
-from medprog.engines.tagging_processor import TagAutomaton, TaggingLogitsProcessor, tag_token_ids, tokenizer_layout
+from medprog.engines.tagging_processor import TagAutomaton, TaggingLogitsProcessor, automaton_for
 
 
 class ModelPathError(ValueError):
@@ -118,8 +118,7 @@ class LocalEngine(Engine):
         return proc
 
     def tag_automaton(self, c: TaggedConstraint) -> TagAutomaton:
-        opens, closes = tag_token_ids(self.tokenizer, c.tags)
-        return TagAutomaton(tokenizer_layout(c.text, self.tokenizer), opens, closes, end_of_turn_id(self.tokenizer))
+        return automaton_for(c.text, c.tags, self.tokenizer, end_of_turn_id(self.tokenizer))
 
     # generation -----------------------------------------------------------------------
     def _generate(self, prompts: list[Messages], constraints: list[Constraint | None],

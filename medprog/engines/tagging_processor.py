@@ -163,6 +163,12 @@ def tag_token_ids(tokenizer, tags: list[str]) -> tuple[dict[str, list[int]], dic
     return opens, closes
 
 
+def automaton_for(text: str, tags: list[str], tokenizer, eos_id: int) -> TagAutomaton:
+    """The tagging automaton for ``text`` on ``tokenizer`` (inference and training share it)."""
+    opens, closes = tag_token_ids(tokenizer, tags)
+    return TagAutomaton(tokenizer_layout(text, tokenizer), opens, closes, eos_id)
+
+
 class TaggingLogitsProcessor:
     """A transformers logits processor running one `TagAutomaton` per batch row."""
 

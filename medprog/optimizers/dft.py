@@ -21,7 +21,8 @@ from typing import Any, Literal
 import dspy
 
 from medprog.engines.small_model import SmallModelConfig, build_model, build_tokenizer
-from medprog.optimizers.training_data import corpus_texts, tokenize_example
+from medprog.engines.constraints import output_mode
+from medprog.optimizers.training_data import corpus_texts, decision_points, tokenize_example
 
 
 @dataclass
@@ -34,6 +35,12 @@ class DFTConfig:
     """With ``base``: train LoRA adapters (merged into the saved weights) instead of full weights."""
     loss: Literal["dft", "ce"] = "dft"
     """Loss after warm-up. From scratch, see ``scratch_loss``."""
+    objective: Literal["auto", "vocab", "choice"] = "auto"
+    """``vocab``: the loss over the whole vocabulary (medprog's fused kernel) on every completion token.
+    ``choice``: the loss over the tokens the tagging constraint admits, at the steps where it admits
+    more than one (`medprog.kernels.choice_loss`) — what constrained decoding actually decides.
+    ``auto``: ``choice`` for a from-scratch tagger (it need not learn to copy what the constraint
+    forces), ``vocab`` otherwise."""
     scratch_loss: Literal["dft", "ce"] = "ce"
     """Loss for the from-scratch phase after warm-up: cross-entropy measured better (see README)."""
     warmup_fraction: float = 0.0
@@ -55,8 +62,53 @@ class DFTConfig:
     log_every: int = 10
 
 
-def _rows(signature: Any, examples: list[dspy.Example], tokenizer) -> list[dict[str, list[int]]]:
-    return [tokenize_example(signature, ex, tokenizer) for ex in examples]
+def _rows(signature: Any, examples: list[dspy.Example], tokenizer, choice: bool) -> list[dict[str, list]]:
+    rows = []
+    for ex in examples:
+        row = tokenize_example(signature, ex, tokenizer)
+        if choice:
+            row.update(decision_points(signature, ex, tokenizer, row))
+        rows.append(row)
+    return rows
+
+
+def _collate(pad_id: int):
+    """Right-padded batch; with decision points, flat (row, position) indices, choices and targets."""
+    import torch
+
+    def collate(rows: list[dict[str, list]]) -> dict[str, Any]:
+        width = max(len(r["input_ids"]) for r in rows)
+        batch = {
+            "input_ids": torch.tensor([r["input_ids"] + [pad_id] * (width - len(r["input_ids"])) for r in rows]),
+            "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"]))
+                                            for r in rows]),
+            "labels": torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in rows]),
+        }
+        if "dp_positions" in rows[0]:
+            k = max(len(c) for r in rows for c in r["dp_choices"]) if any(r["dp_choices"] for r in rows) else 1
+            batch["dp_rows"] = torch.tensor([i for i, r in enumerate(rows) for _ in r["dp_positions"]], dtype=torch.long)
+            batch["dp_positions"] = torch.tensor([p for r in rows for p in r["dp_positions"]], dtype=torch.long)
+            batch["dp_choices"] = torch.tensor([c + [-1] * (k - len(c)) for r in rows for c in r["dp_choices"]],
+                                               dtype=torch.long).reshape(-1, k)
+            batch["dp_targets"] = torch.tensor([t for r in rows for t in r["dp_targets"]], dtype=torch.long)
+        return batch
+
+    return collate
+
+
+def _loss(model, inputs: dict[str, Any], loss_type: str):
+    """The training loss for one batch: fused full-vocabulary kernel, or the constraint's choices."""
+    from medprog.kernels.choice_loss import choice_loss
+    from medprog.kernels.dft_loss import fused_linear_dft_loss
+
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body, head = core.get_decoder(), core.get_output_embeddings()
+    hidden = body(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).last_hidden_state
+    if "dp_positions" in inputs:
+        picked = hidden[inputs["dp_rows"], inputs["dp_positions"]]
+        return choice_loss(picked, head.weight, inputs["dp_choices"], inputs["dp_targets"], loss_type=loss_type)
+    labels = inputs["labels"][:, 1:]
+    return fused_linear_dft_loss(hidden[:, :-1].contiguous(), head.weight, labels.contiguous(), loss_type=loss_type)
 
 
 class _LossSchedule:
@@ -74,18 +126,11 @@ def _make_trainer(model, tokenizer, dataset, args, schedule: _LossSchedule, budg
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
-    from medprog.kernels.dft_loss import fused_linear_dft_loss
-
     class FusedLossSFTTrainer(SFTTrainer):
         """SFTTrainer whose loss is medprog's fused, chunked DFT / cross-entropy kernel."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            core = model.get_base_model() if hasattr(model, "get_base_model") else model
-            body, head = core.get_decoder(), core.get_output_embeddings()
-            hidden = body(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).last_hidden_state
-            labels = inputs["labels"][:, 1:]
-            loss = fused_linear_dft_loss(hidden[:, :-1].contiguous(), head.weight, labels.contiguous(),
-                                         loss_type=schedule(self.state.global_step))
+            loss = _loss(model, inputs, schedule(self.state.global_step))
             return (loss, None) if return_outputs else loss
 
     class Budget(TrainerCallback):
@@ -98,26 +143,17 @@ def _make_trainer(model, tokenizer, dataset, args, schedule: _LossSchedule, budg
 
     torch.manual_seed(args.seed)
     return FusedLossSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                               callbacks=[Budget()])
+                               data_collator=_collate(tokenizer.pad_token_id), callbacks=[Budget()])
 
 
-def _calibrate_step_time(model, rows, batch_size: int) -> float:
+def _calibrate_step_time(model, rows, batch_size: int, pad_id: int) -> float:
     """Seconds per optimizer step on a representative batch (forward + backward)."""
-    import torch
-
-    from medprog.kernels.dft_loss import fused_linear_dft_loss
-
-    batch = sorted(rows, key=lambda r: len(r["input_ids"]))[len(rows) // 2: len(rows) // 2 + batch_size]
-    width = max(len(r["input_ids"]) for r in batch)
-    ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in batch])
-    labels = torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in batch])
+    batch = _collate(pad_id)(sorted(rows, key=lambda r: len(r["input_ids"]))[len(rows) // 2: len(rows) // 2 + batch_size])
     model.train()
     times = []
     for _ in range(2):
         t0 = time.perf_counter()
-        hidden = model.get_decoder()(input_ids=ids).last_hidden_state
-        loss = fused_linear_dft_loss(hidden[:, :-1].contiguous(), model.get_output_embeddings().weight,
-                                     labels[:, 1:].contiguous(), loss_type="ce")
+        loss = _loss(model, batch, "ce")
         loss.backward()
         model.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
@@ -162,16 +198,17 @@ def train_dft(signature: Any, examples: list[dspy.Example], out_dir: Path, cfg: 
             model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
                                                      target_modules="all-linear",
                                                      modules_to_save=["embed_tokens"] if missing else None))
-    rows = _rows(signature, examples, tokenizer)
+    choice = cfg.objective == "choice" or (cfg.objective == "auto" and from_scratch
+                                           and output_mode(signature) == "tagged")
+    rows = _rows(signature, examples, tokenizer, choice)
     n_params = sum(p.numel() for p in model.parameters())
-    step_s = _calibrate_step_time(model.get_base_model() if hasattr(model, "get_base_model") else model,
-                                  rows, cfg.batch_size)
+    step_s = _calibrate_step_time(model, rows, cfg.batch_size, tokenizer.pad_token_id)
     steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
     budget_left = cfg.time_budget_s - (time.perf_counter() - t_start)
     max_steps = cfg.max_steps or max(1, min(int(budget_left / step_s), int(cfg.max_epochs * steps_per_epoch)))
     if from_scratch and cfg.scratch_loss == "dft":
         schedule.switch = int(cfg.warmup_fraction * max_steps)
-    log(f"dft: {len(rows)} examples, {n_params / 1e6:.2f}M params, ~{step_s:.2f}s/step, {max_steps} steps "
+    log(f"dft: {'choice' if choice else 'vocabulary'} objective, {len(rows)} examples, {n_params / 1e6:.2f}M params, ~{step_s:.2f}s/step, {max_steps} steps "
         f"({max_steps / steps_per_epoch:.1f} epochs) in a {cfg.time_budget_s:.0f}s budget")
     args = SFTConfig(
         output_dir=str(out_dir / "_trainer"), per_device_train_batch_size=cfg.batch_size, max_steps=max_steps,
@@ -179,7 +216,7 @@ def train_dft(signature: Any, examples: list[dspy.Example], out_dir: Path, cfg: 
         weight_decay=cfg.weight_decay, logging_steps=cfg.log_every, save_strategy="no", report_to=[],
         use_cpu=not torch.cuda.is_available(), seed=cfg.seed, dataloader_num_workers=0,
         max_length=None, completion_only_loss=None, disable_tqdm=True, remove_unused_columns=False,
-        max_grad_norm=1.0,
+        max_grad_norm=1.0, gradient_checkpointing=False,  # TRL turns it on by default: 1/3 more compute
     )
     trainer = _make_trainer(model, tokenizer, Dataset.from_list(rows), args, schedule,
                             cfg.time_budget_s - (time.perf_counter() - t_start))
@@ -196,7 +233,7 @@ def train_dft(signature: Any, examples: list[dspy.Example], out_dir: Path, cfg: 
 
     shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
     report = {
-        "examples": len(rows), "params": n_params, "steps": trainer.state.global_step,
+        "examples": len(rows), "params": n_params, "objective": "choice" if choice else "vocab", "steps": trainer.state.global_step,
         "epochs": trainer.state.global_step / steps_per_epoch, "from_scratch": from_scratch,
         "loss_schedule": {"ce_steps": schedule.switch, "after": schedule.after},
         "train_wall_s": time.perf_counter() - t_start,

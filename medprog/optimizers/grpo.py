@@ -133,7 +133,7 @@ def compile_grpo(req: Any) -> Path:
         max_completion_length=s.max_completion_length, temperature=s.temperature, loss_type=s.loss_type,
         multi_objective_aggregation=s.multi_objective_aggregation, beta=s.beta, logging_steps=1,
         save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(), seed=req.seed,
-        disable_tqdm=True, generation_kwargs={"eos_token_id": tokenizer.eos_token_id},
+        disable_tqdm=True, gradient_checkpointing=False, generation_kwargs={"eos_token_id": tokenizer.eos_token_id},
     )
     t0 = time.perf_counter()
     trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,

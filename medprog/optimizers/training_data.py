@@ -15,7 +15,7 @@ import dspy
 from medprog.engines.constraints import output_mode, output_text
 from medprog.engines.local import end_of_turn_id, render_prompt
 from medprog.engines.tagging import parse_tagged, render_tagged
-from medprog.engines.tagging_processor import canonical_ids, tokenizer_layout
+from medprog.engines.tagging_processor import automaton_for, canonical_ids, tokenizer_layout
 from medprog.signatures.adapter import format_messages
 
 
@@ -59,3 +59,27 @@ def corpus_texts(signature: Any, examples: list[dspy.Example]) -> list[str]:
             continue  # the completion repeats the note; its tags are added tokens
         texts.append(output_text(signature, values))
     return texts
+
+
+def decision_points(signature: Any, example: dspy.Example, tokenizer, row: dict[str, list[int]]) -> dict[str, list]:
+    """Where the tagging constraint leaves a choice in this training sequence.
+
+    Replays the decoding automaton over the gold completion: for every step that admits two or
+    more tokens, the sequence position whose hidden state predicts it, the admissible ids and
+    the index of the gold one. A gold token the automaton would refuse is a bug, not data.
+    """
+    (name, field), = signature.output_fields.items()
+    text = str(example.inputs()[field.annotation.source])
+    automaton = automaton_for(text, list(field.annotation.tags), tokenizer, end_of_turn_id(tokenizer))
+    start = next(i for i, lab in enumerate(row["labels"]) if lab != -100)
+    positions, choices, targets = [], [], []
+    for i, token in enumerate(row["input_ids"][start:], start):
+        allowed = automaton.allowed()
+        if token not in allowed:
+            raise ValueError(f"example {example.get('id')}: gold token {token} at {i} is outside the constraint")
+        if len(allowed) > 1:
+            positions.append(i - 1)
+            choices.append(allowed)
+            targets.append(allowed.index(token))
+        automaton.advance(token)
+    return {"dp_positions": positions, "dp_choices": choices, "dp_targets": targets}

@@ -1,0 +1,69 @@
+"""`ensemble`: Span-Cluster Consensus over several taggers' evaluation outputs.
+
+``medprog compile tagger --optimizer ensemble --members OUT1 OUT2 OUT3 --dev DATA --out ART``
+reads each member's official submission (``OUT/predictions.json``, written by
+``medprog eval``), tunes the four thresholds with Optuna on the dev notes, and stores them
+in the artifact. `apply_ensemble` combines members' test outputs with the tuned parameters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medprog.data.meddec import MedDecNote, read_submission, write_submission
+from medprog.optimizers.ensemble import ConsensusParams, consensus, tune_ensemble
+
+
+def read_member(path: Path) -> dict[str, list[tuple[int, int, int]]]:
+    """A member's predictions: an eval directory (its predictions.json) or a submission file."""
+    path = Path(path)
+    file = path / "predictions.json" if path.is_dir() else path
+    if not file.is_file():
+        from medprog.optimizers.base import CompileError
+
+        raise CompileError(f"{path}: no predictions.json (run `medprog eval` for this member first)")
+    return read_submission(file)
+
+
+def compile_ensemble(req: Any) -> Path:
+    from medprog.artifact import save_artifact
+    from medprog.optimizers.base import CompileError
+
+    info = req.program
+    if info.name != "tagger":
+        raise CompileError("the ensemble optimizer combines tagger outputs (span predictions)")
+    members = [Path(m) for m in req.options.get("members") or []]
+    if len(members) < 2:
+        raise CompileError("the ensemble optimizer needs at least two --members (eval output directories)")
+    if not req.dev:
+        raise CompileError("the ensemble optimizer tunes on dev notes: pass --dev DATA (or --train DIR with a val split)")
+    dev_notes = [MedDecNote.model_validate(ex.meddec) for ex in req.dev]
+    ids = {n.id for n in dev_notes}
+    preds = [{k: v for k, v in read_member(m).items() if k in ids} for m in members]
+    params, metrics = tune_ensemble(preds, dev_notes, n_trials=int(req.options.get("n_trials", 60)), seed=req.seed)
+    from medprog.metrics.meddec import score
+
+    member_metrics = [{k: score(dev_notes, p)[k] for k in ("span_f1", "token_f1", "overall")} for p in preds]
+    report = {
+        "optimizer": "ensemble", "members": [str(m) for m in members], "dev_members": member_metrics,
+        "dev": {"metrics": {k: metrics[k] for k in ("span_f1", "token_f1", "base", "worst", "overall")}},
+        "params": params.model_dump(),
+    }
+    module = info.build(**info.defaults)
+    return save_artifact(req.out, info, module, report=report, ensemble=params.model_dump(),
+                         extra={"members": [str(m) for m in members]})
+
+
+def apply_ensemble(artifact: Path, members: list[Path], out: Path) -> dict[str, list[tuple[int, int, int]]]:
+    """Combine members' predictions with an ensemble artifact's tuned thresholds; write a submission."""
+    from medprog.artifact import load_artifact
+
+    art = load_artifact(artifact)
+    if not art.ensemble:
+        raise ValueError(f"{artifact}: not an ensemble artifact (no tuned parameters in program.json)")
+    combined = consensus([read_member(m) for m in members], ConsensusParams(**art.ensemble))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_submission(out, combined)
+    return combined
+
