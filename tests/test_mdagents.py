@@ -62,6 +62,21 @@ def test_answers_are_constrained_to_the_questions_own_letters():
     assert arb.allowed("answer") == ["A", "B", "C"] and arb.title == "Arbitrate"
 
 
+def test_demos_outside_the_questions_letters_are_not_shown():
+    import dspy
+
+    program = MDAgents(mode="basic", n_experts=1)
+    demo = lambda tag, letter: dspy.Example(question=tag, options={"A": "x"}, opinions=[],  # noqa: E731
+                                            reasoning="r", answer=letter)
+    program.arbitrate.demos = [demo("DEMO-E", "E"), demo("DEMO-B", "B")]
+    engine = ScriptedEngine(answer_b)
+    with using(engine):
+        program(question="Is aspirin an antiplatelet drug?", options={"A": "yes", "B": "no", "C": "maybe"})
+    arb = next(c for c in engine.calls if c.step == "arbitrator")
+    shown = "\n".join(m["content"] for m in arb.messages)
+    assert "DEMO-B" in shown and "DEMO-E" not in shown
+
+
 def test_intermediate_stops_early_when_nobody_speaks():
     engine = ScriptedEngine(lambda call: {"speak": False} if call.step == "debate" else answer_b(call))
     with using(engine):
@@ -100,8 +115,8 @@ def test_advanced_runs_teams_in_order_and_the_final_decision_sees_every_report()
 
     def script(call):
         if call.step == "plan_teams":
-            return {"initial_assessment": team("IAT"), "specialist_teams": [team("Cardio"), team("Extra")],
-                    "final_review": team("FRDT")}
+            return {"plan": {"initial_assessment": team("IAT"), "specialist_teams": [team("Cardio"), team("Extra")],
+                             "final_review": team("FRDT")}}
         if call.title == "LeadSummary":
             name = call.user.split("team:\n", 1)[1].split("\n", 1)[0]
             return {"report": f"REPORT-OF-{name}"}

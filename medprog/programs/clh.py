@@ -31,7 +31,7 @@ from medprog.programs.icd_index import (
     resolve_excludes1,
     tabular_notes,
 )
-from medprog.programs.multiagent import pmap, tracked, with_choices
+from medprog.programs.multiagent import narrowed_call, pmap, tracked
 from medprog.programs.registry import ProgramInfo, Record
 from medprog.signatures.icd import AnalyseNote, AssignCodes, LocateCodes, VerifyCodes
 
@@ -55,7 +55,6 @@ class CodeLikeHumans(dspy.Module):
         if isinstance(scope, str):
             scope = [s.strip() for s in scope.split(",") if s.strip()]
         self.scope, self.index_dir = scope or None, index_dir
-        self._index: CodeIndex | None = None
         self.analyse = dspy.Predict(AnalyseNote)
         self.locate = dspy.Predict(LocateCodes)
         self.verify = dspy.Predict(VerifyCodes)
@@ -63,14 +62,11 @@ class CodeLikeHumans(dspy.Module):
 
     @property
     def index(self) -> CodeIndex:
-        """The retrieval index (built or loaded from the cache on first use)."""
-        if self._index is None:
-            self._index = _shared_index(tuple(self.scope) if self.scope else None, self.index_dir)
-        return self._index
+        """The retrieval index (built or loaded from the cache on first use; shared, never copied)."""
+        return _shared_index(tuple(self.scope) if self.scope else None, self.index_dir)
 
     def _pick(self, predictor: dspy.Predict, field: str, codes: list[str], **inputs: Any) -> list[str]:
-        sig = with_choices(predictor.signature, field, codes, as_list=True)
-        return list(dict.fromkeys(getattr(predictor(signature=sig, **inputs), field)))
+        return list(dict.fromkeys(getattr(narrowed_call(predictor, field, codes, as_list=True, **inputs), field)))
 
     def forward(self, note: str) -> dspy.Prediction:
         with tracked() as usage:

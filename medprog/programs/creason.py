@@ -1,7 +1,8 @@
 """`creason`: clinical reasoning over registry records (C-Reason).
 
 One constrained call reasons step by step over a serialised patient record and answers a
-masked-variable or outcome question with one of the task's own option letters. The
+masked-variable or outcome question with one of the task's own option letters. The call's
+inputs are exactly the example's inputs, so training prompts (dft, grpo) match inference. The
 per-example score is the exact letter match, which is also the GRPO reward (`grpo_reward`).
 Tasks come from a registry CSV (built by `medprog.data.registry.build_tasks`: masked variable,
 MI filter, mixture-spread distractors, outcome question) or a prebuilt tasks jsonl.
@@ -18,7 +19,7 @@ import dspy
 from medprog.data.registry import build_tasks, load_registry, load_tasks, registry_path, split_rows
 from medprog.engines.accounting import step
 from medprog.metrics.mcq import mcq_metrics
-from medprog.programs.multiagent import format_options, tracked, with_choices
+from medprog.programs.multiagent import narrowed_call, tracked
 from medprog.programs.registry import ProgramInfo, Record
 from medprog.signatures.creason import ClinicalReasoning
 
@@ -31,9 +32,9 @@ class CReason(dspy.Module):
         self.reason = dspy.Predict(ClinicalReasoning)
 
     def forward(self, record: str, question: str, options: dict[str, str]) -> dspy.Prediction:
-        sig = with_choices(self.reason.signature, "answer", list(options))
         with tracked() as usage, step("reason"):
-            out = self.reason(signature=sig, record=record, question=question, options=format_options(options))
+            out = narrowed_call(self.reason, "answer", list(options), record=record, question=question,
+                                options=options)
         return dspy.Prediction(answer=out.answer, reasoning=out.reasoning, usage=usage)
 
 

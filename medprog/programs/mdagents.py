@@ -24,7 +24,7 @@ import dspy
 from medprog.data.medqa import load_medqa
 from medprog.engines.accounting import step
 from medprog.metrics.mcq import mcq_metrics
-from medprog.programs.multiagent import format_options, pmap, tracked, with_choices
+from medprog.programs.multiagent import narrowed_call, pmap, tracked
 from medprog.programs.registry import ProgramInfo, Record
 from medprog.signatures.mcq import (
     Arbitrate,
@@ -58,8 +58,10 @@ class MDAgents(dspy.Module):
         super().__init__()
         if mode not in ("adaptive", "basic", "intermediate", "advanced"):
             raise ValueError(f"mdagents: unknown mode {mode!r}; expected adaptive, basic, intermediate or advanced")
+        if not (1 <= team_size <= 3 and 0 <= n_specialist_teams <= 4):
+            raise ValueError("mdagents: team_size must be 1-3 and n_specialist_teams 0-4 (the team plan's bounds)")
         self.mode, self.n_experts, self.rounds, self.turns = mode, max(1, n_experts), rounds, turns
-        self.n_specialist_teams, self.team_size, self.max_workers = n_specialist_teams, max(1, team_size), max_workers
+        self.n_specialist_teams, self.team_size, self.max_workers = n_specialist_teams, team_size, max_workers
         self.assess = dspy.Predict(AssessComplexity)
         self.recruit = dspy.Predict(RecruitExperts)
         self.expert = dspy.Predict(ExpertAnswer)
@@ -75,7 +77,7 @@ class MDAgents(dspy.Module):
     # helpers ------------------------------------------------------------------------------
     def _answer(self, predictor: dspy.Predict, letters: list[str], **inputs: Any) -> dspy.Prediction:
         """Call a predictor whose ``answer`` is narrowed to this question's letters."""
-        return predictor(signature=with_choices(predictor.signature, "answer", letters), **inputs)
+        return narrowed_call(predictor, "answer", letters, **inputs)
 
     def _pmap(self, fn, items):
         return pmap(fn, items, self.max_workers)
@@ -114,10 +116,10 @@ class MDAgents(dspy.Module):
 
         def decide(i: int) -> dspy.Prediction:
             others = [j + 1 for j in range(len(experts)) if j != i]
-            sig = with_choices(self.speak.signature, "to", others, as_list=True)
             colleagues = "\n".join(f"{names[j - 1]} answered {opinions[j - 1].answer}: {opinions[j - 1].reasoning}"
                                    for j in others)
-            return self.speak(signature=sig, **q, me=names[i], colleagues=colleagues, inbox=inbox(i))
+            return narrowed_call(self.speak, "to", others, as_list=True, **q, me=names[i], colleagues=colleagues,
+                                 inbox=inbox(i))
 
         if len(experts) > 1:
             silent = False
@@ -155,7 +157,7 @@ class MDAgents(dspy.Module):
 
     def _teams(self, q: dict[str, Any]) -> list[Team]:
         with step("plan_teams"):
-            plan = self.plan(**q, n_specialist_teams=self.n_specialist_teams, team_size=self.team_size)
+            plan = self.plan(**q, n_specialist_teams=self.n_specialist_teams, team_size=self.team_size).plan
         teams = [plan.initial_assessment, *list(plan.specialist_teams)[: self.n_specialist_teams], plan.final_review]
         out = []
         for i, t in enumerate(teams):
@@ -186,7 +188,7 @@ class MDAgents(dspy.Module):
 
     def forward(self, question: str, options: dict[str, str]) -> dspy.Prediction:
         letters = list(options)
-        q = {"question": question, "options": format_options(options)}
+        q = {"question": question, "options": dict(options)}
         with tracked() as usage:
             complexity = None
             mode = self.mode

@@ -3,7 +3,9 @@
 - `pmap`: run independent calls in parallel threads; each task runs in a copy of the
   caller's context, so dspy settings (LM, adapter) and accounting steps propagate.
 - `with_choices`: a signature whose output field is a `Literal` over this call's own values
-  (option letters, candidate codes), keeping the predictor's instructions and demos.
+  (option letters, candidate codes), keeping the predictor's instructions;
+  `narrowed_call` calls a predictor that way, with only the demos valid under the narrowed
+  type (a demo answered "E" cannot be shown for a yes/no/maybe question).
 - `tracked`: count the calls and tokens one program run spends (kept in its record).
 """
 
@@ -16,6 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
 import dspy
+from pydantic import ValidationError
+
+from medprog.engines.constraints import output_model
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,9 +50,23 @@ def with_choices(signature: type[dspy.Signature], field: str, values: Iterable[A
     return narrowed
 
 
-def format_options(options: dict[str, str]) -> str:
-    """``{"A": "x", "B": "y"}`` → ``"A. x\\nB. y"``."""
-    return "\n".join(f"{k}. {v}" for k, v in options.items())
+def _fits(signature: type[dspy.Signature], demo: Any) -> bool:
+    values = dict(demo)
+    if not all(k in values for k in signature.output_fields):
+        return True  # an inputs-only demo: the adapter skips it anyway
+    try:
+        output_model(signature).model_validate({k: values[k] for k in signature.output_fields})
+    except ValidationError:
+        return False
+    return True
+
+
+def narrowed_call(predictor: dspy.Predict, field: str, values: Iterable[Any], *, as_list: bool = False,
+                  **inputs: Any) -> dspy.Prediction:
+    """Call ``predictor`` with ``field`` narrowed to ``values`` and the demos that fit that type."""
+    sig = with_choices(predictor.signature, field, values, as_list=as_list)
+    demos = [d for d in predictor.demos if _fits(sig, d)]
+    return predictor(signature=sig, demos=demos, **inputs)
 
 
 def usage_summary(tracker: Any) -> dict[str, int]:

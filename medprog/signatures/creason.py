@@ -17,6 +17,6 @@ class ClinicalReasoning(Signature):
 
     record: str = dspy.InputField(desc="the patient's record, in sections")
     question: str = dspy.InputField()
-    options: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
     reasoning: str = dspy.OutputField()
     answer: Letter = dspy.OutputField(desc="the letter of the chosen option")

@@ -34,13 +34,21 @@ class Opinion(BaseModel):
 
 class TeamMember(BaseModel):
     role: str = Field(max_length=60)
-    expertise: str = Field(max_length=160)
+    expertise: str = Field(max_length=100)
 
 
 class Team(BaseModel):
     name: str = Field(max_length=60)
     lead: TeamMember
-    members: list[TeamMember] = Field(max_length=4)
+    members: list[TeamMember] = Field(max_length=3)
+
+
+class TeamPlan(BaseModel):
+    """An initial assessment team first, specialist teams, a final review and decision team last."""
+
+    initial_assessment: Team
+    specialist_teams: list[Team] = Field(max_length=4)
+    final_review: Team
 
 
 class TeamReport(BaseModel):
@@ -54,7 +62,7 @@ class AssessComplexity(Signature):
     across departments."""
 
     question: str = dspy.InputField()
-    options: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
     complexity: Complexity = dspy.OutputField()
 
 
@@ -63,7 +71,7 @@ class RecruitExperts(Signature):
     Give each a role, what they contribute, and whom they report to ("independent" if nobody)."""
 
     question: str = dspy.InputField()
-    options: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
     n_experts: int = dspy.InputField(desc="how many experts to recruit")
     experts: list[Expert] = dspy.OutputField()
 
@@ -73,7 +81,7 @@ class ExpertAnswer(Signature):
     your colleagues' messages into account if there are any, and choose one option."""
 
     question: str = dspy.InputField()
-    options: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
     role: str = dspy.InputField()
     discussion: str = dspy.InputField(desc="messages from colleagues; empty before any discussion")
     reasoning: str = dspy.OutputField()
@@ -85,7 +93,7 @@ class Arbitrate(Signature):
     final answer."""
 
     question: str = dspy.InputField()
-    options: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
     opinions: list[Opinion] = dspy.InputField()
     reasoning: str = dspy.OutputField()
     answer: Letter = dspy.OutputField()
@@ -97,7 +105,7 @@ class DecideToSpeak(Signature):
     (by number). Only speak if you have something that could change an answer."""
 
     question: str = dspy.InputField()
-    options: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
     me: str = dspy.InputField()
     colleagues: str = dspy.InputField(desc="numbered colleagues with their current answers")
     inbox: str = dspy.InputField(desc="messages sent to you so far")
@@ -111,7 +119,7 @@ class Moderate(Signature):
     and give the panel's final answer."""
 
     question: str = dspy.InputField()
-    options: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
     opinions: list[Opinion] = dspy.InputField()
     reasoning: str = dspy.OutputField()
     answer: Letter = dspy.OutputField()
@@ -122,12 +130,10 @@ class PlanTeams(Signature):
     specialist teams, and a final review and decision team. Each team has a lead and members."""
 
     question: str = dspy.InputField()
-    options: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
     n_specialist_teams: int = dspy.InputField()
     team_size: int = dspy.InputField(desc="members per team, besides the lead")
-    initial_assessment: Team = dspy.OutputField()
-    specialist_teams: list[Team] = dspy.OutputField()
-    final_review: Team = dspy.OutputField()
+    plan: TeamPlan = dspy.OutputField()
 
 
 class AssignTasks(Signature):
@@ -135,7 +141,7 @@ class AssignTasks(Signature):
     in the order the members are listed."""
 
     question: str = dspy.InputField()
-    options: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
     team: Team = dspy.InputField()
     earlier_reports: list[TeamReport] = dspy.InputField()
     tasks: list[str] = dspy.OutputField(desc="one task per member, in member order")
@@ -145,7 +151,7 @@ class MemberReport(Signature):
     """You are the team member in `role`. Carry out your task on the question and report briefly."""
 
     question: str = dspy.InputField()
-    options: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
     role: str = dspy.InputField()
     task: str = dspy.InputField()
     earlier_reports: list[TeamReport] = dspy.InputField()
@@ -156,7 +162,7 @@ class LeadSummary(Signature):
     """You lead this team. Summarise your members' reports into the team's report."""
 
     question: str = dspy.InputField()
-    options: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
     team: str = dspy.InputField()
     member_reports: list[TeamReport] = dspy.InputField()
     report: str = dspy.OutputField()
@@ -166,7 +172,7 @@ class FinalDecision(Signature):
     """You make the final decision. Read every team's report and choose the answer."""
 
     question: str = dspy.InputField()
-    options: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
     team_reports: list[TeamReport] = dspy.InputField()
     reasoning: str = dspy.OutputField()
     answer: Letter = dspy.OutputField()
