@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import dspy
 from pydantic import BaseModel, Field
@@ -13,32 +13,25 @@ Grade = Literal["A", "B", "C", "D"]
 MAX_DISPUTES = 3
 
 
-def short_items(max_items: int, max_chars: int, description: str = "") -> Any:
-    """A list of short strings: at most ``max_items`` items of at most ``max_chars`` characters each
-    (the item bound is part of the decoding constraint)."""
-    return Field(max_length=max_items, description=description,
-                 json_schema_extra={"items": {"type": "string", "maxLength": max_chars}})
-
-
 class DiagnosisReport(BaseModel):
     """The doctor's structured report at the end of a consultation."""
 
-    symptoms: list[str] = short_items(10, 80)
-    tests: list[str] = short_items(10, 120, "examinations and tests with their results")
-    diagnoses: list[str] = short_items(5, 100)
-    basis: str = Field(max_length=400, description="diagnostic basis")
-    treatment: str = Field(max_length=400, description="treatment plan")
+    symptoms: list[str] = Field(max_length=10)
+    tests: list[str] = Field(max_length=10, description="examinations and tests with their results")
+    diagnoses: list[str] = Field(max_length=5)
+    basis: str = Field(description="diagnostic basis")
+    treatment: str = Field(description="treatment plan")
 
 
 class DisputePoint(BaseModel):
-    point: str = Field(max_length=150, description="what the doctors disagree about")
+    point: str = Field(description="what the doctors disagree about")
     ask: Literal["patient", "examiner", "none"] = Field(description="who could settle it")
-    question: str = Field(max_length=150, description="the question to ask them")
+    question: str = Field(description="the question to ask them")
 
 
 class HostJudgement(BaseModel):
-    symptoms: list[str] = short_items(12, 80, "merged symptoms from all doctors")
-    tests: list[str] = short_items(12, 120, "merged examinations and results from all doctors")
+    symptoms: list[str] = Field(description="merged symptoms from all doctors")
+    tests: list[str] = Field(description="merged examinations and results from all doctors")
     verdict: Literal["agree", "continue"]
     disputes: list[DisputePoint] = Field(max_length=MAX_DISPUTES, description="at most 3 points of disagreement")
 

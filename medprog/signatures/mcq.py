@@ -19,9 +19,9 @@ Complexity = Literal["basic", "intermediate", "advanced"]
 
 
 class Expert(BaseModel):
-    role: str = Field(max_length=60, description="the expert's specialty, e.g. Cardiologist")
-    description: str = Field(max_length=200, description="what this expert contributes to the question")
-    hierarchy: str = Field(max_length=60, description='"independent", or the role this expert reports to')
+    role: str = Field(description="the expert's specialty, e.g. Cardiologist")
+    description: str = Field(description="what this expert contributes to the question")
+    hierarchy: str = Field(description='"independent", or the role this expert reports to')
 
 
 class Opinion(BaseModel):
@@ -33,12 +33,12 @@ class Opinion(BaseModel):
 
 
 class TeamMember(BaseModel):
-    role: str = Field(max_length=60)
-    expertise: str = Field(max_length=100)
+    role: str
+    expertise: str
 
 
 class Team(BaseModel):
-    name: str = Field(max_length=60)
+    name: str
     lead: TeamMember
     members: list[TeamMember] = Field(max_length=3)
 
