@@ -581,7 +581,7 @@ def baseline_cmd(
 @cli_errors
 def ensemble_apply_cmd(
     artifact: Path = typer.Argument(..., help="An artifact written by `compile tagger --optimizer ensemble`."),
-    members: list[Path] = typer.Option(..., "--members", help="The members' eval output directories on the new data."),
+    members: list[Path] = typer.Argument(..., help="The members' eval output directories on the new data."),
     out: Path = typer.Option(..., "--out", help="Submission JSON to write."),
     gold: Path = typer.Option(None, "--gold", help="MedDec directory to score against (optional)."),
     split: str = typer.Option(None, "--split", help="Split of --gold to score."),

@@ -33,7 +33,7 @@ def test_ensemble_compile_and_apply_beat_the_best_member(tmp_path):
     assert json.loads((art / "program.json").read_text())["ensemble"] == report["params"]
 
     out = tmp_path / "test_pred.json"
-    r = medprog("ensemble-apply", art, "--members", *members, "--out", out, "--gold", data, "--split", "test")
+    r = medprog("ensemble-apply", art, *members, "--out", out, "--gold", data, "--split", "test")
     assert r.returncode == 0, r.stderr
     applied = json.loads(r.stdout)
     test_notes = load_meddec(data, "test")

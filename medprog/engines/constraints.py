@@ -57,8 +57,9 @@ MAX_LIST_ITEMS = 12
 """Lists get this ``maxItems`` unless they declare one, for the same reason."""
 
 
-def _close_objects(schema: Any, max_chars: int = MAX_STRING_CHARS) -> Any:
+def _close_objects(schema: Any, max_chars: int | None = None) -> Any:
     """Close every object (``additionalProperties: false``, all keys required) and bound free strings."""
+    max_chars = MAX_STRING_CHARS if max_chars is None else max_chars
     if isinstance(schema, dict):
         schema = {k: _close_objects(v, max_chars) for k, v in schema.items()}
         if schema.get("type") == "string" and not ({"enum", "const", "pattern", "maxLength"} & set(schema)):
