@@ -27,7 +27,7 @@ install: $(VENV)/.installed
 main: install
 	$(MEDPROG) data synth meddec --out $(RUN)/meddec --n 500 --seed 0
 	$(MEDPROG) compile tagger --optimizer dft --train $(RUN)/meddec --out $(RUN)/tagger
-	$(MEDPROG) eval $(RUN)/tagger --data $(RUN)/meddec --split test --out $(RUN)/tagger-test
+	$(MEDPROG) eval $(RUN)/tagger --data $(RUN)/meddec --split test --out $(RUN)/tagger-test --concurrency 8
 	$(MEDPROG) baseline meddec --data $(RUN)/meddec --split test
 
 vllm:
