@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -78,21 +80,23 @@ def notes_text(chars: int) -> str:
     return text[:chars].rsplit(" ", 1)[0]
 
 
+class Expert(BaseModel):
+    role: str
+    hierarchy: Literal["independent", "lead", "member"]
+
+
+class Team(BaseModel):
+    name: str
+    lead: Expert
+    members: list[Expert]
+
+
 def json_schema() -> dict:
+    """Schema with an enum, a list and nested objects, as medprog builds it for a signature."""
     import dspy
-    from pydantic import BaseModel
 
     from medprog.engines.constraints import constraint_for
     from medprog.signatures import Signature
-
-    class Expert(BaseModel):
-        role: str
-        hierarchy: Literal["independent", "lead", "member"]
-
-    class Team(BaseModel):
-        name: str
-        lead: Expert
-        members: list[Expert]
 
     class Plan(Signature):
         question: str = dspy.InputField()

@@ -506,6 +506,10 @@ def compare_cmd(
 
 SYNTHESIZERS = {
     "meddec": "medprog.data.synth_meddec:synth_meddec",
+    "medqa": "medprog.data.medqa:synth_medqa",
+    "hospital": "medprog.data.hospital:synth_hospital",
+    "icd": "medprog.data.icd_notes:synth_icd_notes",
+    "registry": "medprog.data.registry:synth_registry",
 }
 """``medprog data synth NAME``: generator functions ``fn(out, n, seed) -> summary``."""
 
