@@ -38,7 +38,7 @@ then
   # Pin the installed torch so resolving medprog's dependencies can never replace it.
   PIN="$(mktemp)"; trap 'rm -f "$PIN"' EXIT
   echo "torch==$TORCH" > "$PIN"
-  pip_ install --quiet -c "$PIN" -e "$ROOT"
+  pip_ install --quiet --no-cache-dir -c "$PIN" -e "$ROOT"
 fi
 
 "$VPY" -c "import vllm, torch, medprog; print('setup_vllm: vllm', vllm.__version__, '| torch', torch.__version__)"

@@ -13,6 +13,7 @@ import random
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Literal
 
 import dspy
@@ -211,8 +212,11 @@ def test_vllm_engine_in_process(served_model, tmp_path):
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"model": str(served_model), "prompts": prompts,
                                "constraints": [c.model_dump() for c in constraints]}))
+    # this checkout's medprog, whatever the venv's editable install points at
+    repo = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "VLLM_LOGGING_LEVEL": "WARNING"}
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "VLLM_LOGGING_LEVEL": "WARNING",
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([str(vllm_python()), "-c", VLLM_ENGINE_SCRIPT, str(job)], capture_output=True, text=True,
                           env=env, timeout=900, cwd=tmp_path)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
