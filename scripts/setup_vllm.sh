@@ -29,8 +29,9 @@ else
 fi
 
 TORCH="$("$VPY" -c 'import torch; print(torch.__version__)')"
-if ! "$VPY" - "$ROOT" >/dev/null 2>&1 <<'PYEOF'
-import sys, pathlib, medprog
+# -P: do not put the current directory on sys.path, or the checkout itself would "import"
+if ! "$VPY" -P - "$ROOT" >/dev/null 2>&1 <<'PYEOF'
+import sys, pathlib, dspy, medprog
 sys.exit(0 if pathlib.Path(medprog.__file__).resolve().is_relative_to(pathlib.Path(sys.argv[1]).resolve()) else 1)
 PYEOF
 then
@@ -41,5 +42,5 @@ then
   pip_ install --quiet --no-cache-dir -c "$PIN" -e "$ROOT"
 fi
 
-"$VPY" -c "import vllm, torch, medprog; print('setup_vllm: vllm', vllm.__version__, '| torch', torch.__version__)"
+"$VPY" -P -c "import vllm, torch, dspy, medprog; print('setup_vllm: vllm', vllm.__version__, '| torch', torch.__version__)"
 echo "setup_vllm: done in $(( $(date +%s) - start )) s"
