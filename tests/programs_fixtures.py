@@ -5,6 +5,9 @@
   into a schema-valid default output, a bare choice, or None for the default. Every prompt
   and constraint is kept, and every reply is checked against its constraint.
 - `tiny_engine()`: a tiny random local model (real constrained decoding), built once per process.
+- `vllm_engine()`: an `openai:` engine on a real vLLM server (``.vllm-venv``), started once per
+  process for the slow tests, serving a tiny model trained for a few seconds on scripted runs
+  of the four agent programs (so it writes short JSON).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ class ScriptedEngine(Engine):
         super().__init__()
         self.script = script or (lambda call: None)
         self.calls: list[Call] = []
+        self.replies: list[str] = []
 
     def _generate(self, prompts, constraints, sampling: Sampling) -> list[Completion]:
         out = []
@@ -104,6 +108,7 @@ class ScriptedEngine(Engine):
                     value.update(reply)
                 text = json.dumps(value, separators=(",", ":"))
             check_text(c, text)
+            self.replies.append(text)
             out.append(Completion(text=text, prompt_tokens=len(str(messages)) // 4, completion_tokens=len(text) // 4))
         return out
 
@@ -175,3 +180,80 @@ def tiny_engine() -> Engine:
     from medprog.engines import make_engine
 
     return make_engine(f"local:{tiny_model_dir()}", cache_dir=False)
+
+
+# ------------------------------------------------------------------------ real vLLM server
+
+def _scripted_transcripts() -> list[tuple[list[dict[str, str]], str]]:
+    """(messages, reply) pairs from scripted runs of every agent program (training data)."""
+    from medprog.data.hospital import synth_hospital
+    from medprog.data.icd_notes import SYNTH_CODES, synth_icd_notes
+    from medprog.data.medqa import synth_medqa
+    from medprog.data.registry import synth_registry
+    from medprog.programs.registry import get_program
+
+    tmp = tempfile.mkdtemp(prefix="medprog-agents-data-")
+    synth_medqa(f"{tmp}/q.jsonl", n=4, seed=0)
+    synth_hospital(f"{tmp}/h.json", n=2, seed=0)
+    synth_icd_notes(f"{tmp}/c.jsonl", n=3, seed=0)
+    synth_registry(f"{tmp}/r", n=30, seed=0)
+    engine = ScriptedEngine(lambda call: {"action": "finish"} if call.step == "doctor" else
+                            ({"terms": ["diabetes"]} if call.step == "analyse" else None))
+    runs = [("mdagents", f"{tmp}/q.jsonl", {"mode": "intermediate", "n_experts": 2, "rounds": 1, "turns": 1}),
+            ("mdagents", f"{tmp}/q.jsonl", {"mode": "advanced"}), ("hospital", f"{tmp}/h.json", {}),
+            ("clh", f"{tmp}/c.jsonl", {"scope": sorted({c[:3] for c in SYNTH_CODES}), "index_dir": index_dir()}),
+            ("creason", f"{tmp}/r", {})]
+    with using(engine):
+        for name, data, settings in runs:
+            info = get_program(name)
+            for ex in info.load(data, None)[:3]:
+                info.build(**{**info.defaults, **settings})(**ex.inputs())
+    per_step: dict[str, int] = {}
+    pairs = []
+    for c, r in zip(engine.calls, engine.replies):  # a few examples per step keep training short
+        per_step[c.step] = per_step.get(c.step, 0) + 1
+        if per_step[c.step] <= 3:
+            pairs.append((c.messages, r))
+    return pairs
+
+
+@functools.cache
+def index_dir() -> str:
+    """A per-process cache directory for the clh retrieval index."""
+    return tempfile.mkdtemp(prefix="medprog-icd-index-")
+
+
+_SERVERS: list[Any] = []
+
+
+@functools.cache
+def vllm_url() -> str:
+    """Start one vLLM server for this process (stopped at exit); fail clearly without ``.vllm-venv``."""
+    import atexit
+    import contextlib
+
+    import pytest
+
+    from medprog.engines.vllm_server import VLLMSetupError, build_served_test_model, start_vllm_server, vllm_python
+
+    try:
+        vllm_python()
+    except VLLMSetupError as e:
+        if os.environ.get("MEDPROG_SKIP_VLLM") == "1":
+            pytest.skip("MEDPROG_SKIP_VLLM=1: vLLM tests skipped")
+        pytest.fail(f"{e} (or set MEDPROG_SKIP_VLLM=1 to skip the vLLM tests)", pytrace=False)
+    path = build_served_test_model(f"{tempfile.mkdtemp(prefix='medprog-agents-served-')}/agents-tiny",
+                                   _scripted_transcripts(), steps=40)
+    stack = contextlib.ExitStack()
+    url = stack.enter_context(start_vllm_server(path, max_model_len=2048))
+    atexit.register(stack.close)
+    _SERVERS.append(stack)
+    return url
+
+
+def vllm_engine() -> Engine:
+    """A fresh `openai:` engine (own ledger, no cache) on the shared server."""
+    from medprog.engines.server import ServerEngine
+
+    return ServerEngine("agents-tiny", [vllm_url()], cache=None, concurrency=4, timeout=120.0, retries=2,
+                        backoff=0.1)

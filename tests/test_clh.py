@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import stat
 
 import pytest
-from programs_fixtures import ScriptedEngine, tiny_engine, using
+from programs_fixtures import ScriptedEngine, index_dir, tiny_engine, using, vllm_engine
 
 from medprog.data.icd_notes import SYNTH_CODES, load_icd_notes, synth_icd_notes
 from medprog.metrics.icd import icd_metrics
 from medprog.programs import icd_index
 from medprog.programs.clh import PROGRAM, CodeLikeHumans
+from medprog.programs.multiagent import narrowed_call
 from medprog.programs.icd_index import (
     CodeIndex,
     billable_only,
@@ -25,13 +25,6 @@ from medprog.programs.icd_index import (
 )
 
 SCOPE = ["E10.9", "E11.9", "E11.6", "N18", "D63", "I10"]
-
-
-@functools.cache
-def index_dir() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="medprog-icd-index-")
 
 
 @pytest.fixture()
@@ -170,3 +163,25 @@ def test_end_to_end_on_a_tiny_local_model(program, tmp_path):
     expected = 1 + len(pred.terms) + groups + (1 if pred.verified else 0)
     assert engine.ledger.total.calls == expected == pred.usage["calls"] and engine.ledger.total.errors == 0
     PROGRAM.metrics(examples, [rec])
+
+
+@pytest.mark.slow
+def test_end_to_end_against_a_vllm_server(program, tmp_path):
+    engine = vllm_engine()
+    synth_icd_notes(tmp_path / "n.jsonl", n=2, seed=7)
+    examples = PROGRAM.load(tmp_path / "n.jsonl", None)
+    with using(engine, max_tokens=512):
+        preds = [program(**ex.inputs()) for ex in examples]
+    expected = 0
+    for pred in preds:
+        assert set(pred.verified) <= set(pred.located) and set(pred.assigned) <= set(pred.verified)
+        assert billable_only(pred.codes) == pred.codes and resolve_excludes1(pred.codes)[1] == []
+        expected += 1 + len(pred.terms) + len({c[:3] for c in pred.located}) + (1 if pred.verified else 0)
+        assert pred.usage["calls"] > 0
+    assert engine.ledger.total.calls == expected == sum(p.usage["calls"] for p in preds)
+    # the narrowed list-of-codes constraint, whatever the analysis found
+    allowed = ["E11.9", "E10.9", "I10"]
+    with using(engine, max_tokens=256):
+        out = narrowed_call(program.locate, "codes", allowed, as_list=True, note=examples[0].note, term="diabetes",
+                            candidates=[f"{c}: {tabular_notes(c).title}" for c in allowed])
+    assert set(out.codes) <= set(allowed) and engine.ledger.total.errors == 0

@@ -6,7 +6,7 @@ import csv
 import json
 
 import pytest
-from programs_fixtures import ScriptedEngine, tiny_engine, using
+from programs_fixtures import ScriptedEngine, tiny_engine, using, vllm_engine
 
 from medprog.data.registry import build_tasks, fit_gmm, load_registry, split_rows, synth_registry, write_tasks
 from medprog.programs.creason import PROGRAM, CReason, grpo_reward
@@ -115,3 +115,14 @@ def test_csv_loader_and_end_to_end_on_a_tiny_local_model(tmp_path):
     assert all(p.answer in ex.options for p, ex in zip(preds, test)) and engine.ledger.total.calls == 2
     assert engine.ledger.total.errors == 0 and set(engine.ledger.steps) == {"reason"}
     json.dumps([PROGRAM.to_record(e, p) for e, p in zip(test, preds)])
+
+
+@pytest.mark.slow
+def test_end_to_end_against_a_vllm_server(registry, tmp_path):
+    engine = vllm_engine()
+    tasks = build_tasks(registry, seed=9, n=4)
+    examples = PROGRAM.load(write_tasks(tasks, tmp_path / "t.jsonl"), None)
+    with using(engine, max_tokens=512):
+        preds = [PROGRAM.build()(**ex.inputs()) for ex in examples]
+    assert all(p.answer in ex.options for p, ex in zip(preds, examples))
+    assert engine.ledger.total.calls == 4 and engine.ledger.total.errors == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from programs_fixtures import ScriptedEngine, tiny_engine, using
+from programs_fixtures import ScriptedEngine, tiny_engine, using, vllm_engine
 
 from medprog.data.hospital import HospitalFormatError, load_hospital, synth_hospital
 from medprog.engines.constraints import ConstraintViolation, check_text
@@ -193,3 +193,20 @@ def test_end_to_end_on_a_tiny_local_model(cases):
     answered = sum(steps[s].calls for s in ("patient", "examiner") if s in steps)
     assert answered == doctor_turns and pred.usage["calls"] == engine.ledger.total.calls
     assert engine.ledger.total.errors == 0 and isinstance(rec["report"]["diagnoses"], list)
+
+
+@pytest.mark.slow
+def test_end_to_end_against_a_vllm_server(cases):
+    engine = vllm_engine()
+    with using(engine, max_tokens=512):
+        pred = PROGRAM.build(mode="collaborative", doctors=2, rounds=1, max_turns=2)(**cases[0].inputs())
+    rec = PROGRAM.to_record(cases[0], pred)
+    json.dumps(rec)
+    steps = engine.ledger.steps
+    turns = sum(t["role"] == "doctor" for c in pred.consultations for t in c["dialogue"])
+    asked = sum(1 for r in pred.rounds for d in r["disputes"] if d["ask"] != "none" and r["verdict"] == "continue")
+    revised = 2 * sum(r["verdict"] == "continue" for r in pred.rounds)
+    assert steps["report"].calls == 2 and steps["host"].calls == 1 and steps["host_final"].calls == 1
+    assert sum(steps[s].calls for s in ("patient", "examiner") if s in steps) == turns + asked
+    assert (steps["revise"].calls if "revise" in steps else 0) == revised
+    assert engine.ledger.total.calls == pred.usage["calls"] and engine.ledger.total.errors == 0

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from programs_fixtures import ScriptedEngine, tiny_engine, using
+from programs_fixtures import ScriptedEngine, tiny_engine, using, vllm_engine
 
 from medprog.data.medqa import MedQAFormatError, load_medqa, synth_medqa
 from medprog.programs.mdagents import PROGRAM, MDAgents
@@ -208,3 +208,21 @@ def test_end_to_end_on_a_tiny_local_model(tmp_path):
     assert engine.ledger.total.calls == 8 and engine.ledger.total.errors == 0
     assert set(engine.ledger.steps) == {"recruit", "expert", "arbitrator"}
     assert 0.0 <= PROGRAM.metrics(examples, [PROGRAM.to_record(e, p) for e, p in zip(examples, preds)])["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_end_to_end_against_a_vllm_server(tmp_path):
+    engine = vllm_engine()
+    synth_medqa(tmp_path / "q.jsonl", n=3, seed=5)
+    examples = PROGRAM.load(tmp_path / "q.jsonl", None)
+    with using(engine, max_tokens=512):
+        preds = [PROGRAM.build(mode=mode, n_experts=2, rounds=1, turns=1)(**ex.inputs())
+                 for mode, ex in zip(("basic", "intermediate", "advanced"), examples)]
+    for ex, pred in zip(examples, preds):
+        assert pred.answer in ex.options
+    assert preds[0].usage["calls"] == 1 + 2 + 1
+    assert preds[1].usage["calls"] == 1 + 2 + 2 * preds[1].trace["turns"] + 2 + 1
+    teams = preds[2].trace["teams"]  # the plan decides how many teams and members (within the bounds)
+    assert 2 <= len(teams) <= 3 and all(1 <= len(t["members"]) <= 2 for t in teams)
+    assert preds[2].usage["calls"] == 1 + sum(2 + len(t["members"]) for t in teams) + 1
+    assert engine.ledger.total.calls == sum(p.usage["calls"] for p in preds) and engine.ledger.total.errors == 0
