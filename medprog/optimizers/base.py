@@ -333,7 +333,7 @@ def build_student(req: CompileRequest) -> tuple[Any, dict[str, Any]]:
     from medprog.artifact import apply_state, is_artifact, verify_artifact
 
     info = req.program
-    settings = dict(req.options.get("settings") or info.defaults)
+    settings = {**info.defaults, **(req.options.get("settings") or {})}
     student = info.build(**settings)
     base = req.options.get("base")
     if base and is_artifact(base):

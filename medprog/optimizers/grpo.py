@@ -1,15 +1,22 @@
 """`grpo`: reinforce a compiled program's model with TRL's `GRPOTrainer`.
 
 Rewards come from the program's own metric on each sampled completion: for the tagger,
-exact-span F1 and token F1 against gold plus a fidelity reward (rollouts are sampled
-unconstrained, so a completion that does not copy the note or leaves a tag open earns 0);
-for a choice output (MCQ programs, C-Reason), the exact letter. Several rewards are
-aggregated with TRL's ``multi_objective_aggregation``. LoRA adapters on the artifact's
-weights; the merged model is saved as a new artifact.
+exact-span F1 and token F1 against gold; for a choice output (MCQ programs, C-Reason), the
+exact letter. Several rewards are aggregated with TRL's ``multi_objective_aggregation``.
+
+A ``TaggedText`` output is sampled *under its constraint*, as it is decoded at inference
+(a TRL ``rollout_func`` running medprog's tagging automaton): every rollout is a faithful copy
+of the note, and the loss covers only the tokens the constraint left to the model (the
+tag decisions; forced copy tokens are masked out like tool output). With ``constrained``
+off, rollouts are free and a fidelity reward (1 for a faithful, well-formed copy) joins
+the metric rewards. LoRA adapters (or full weights) on the artifact's weights; the merged
+model is saved as a new artifact.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +41,9 @@ class GRPOSettings:
     loss_type: str = "dapo"
     multi_objective_aggregation: str = "normalize_then_sum"
     max_completion_length: int = 384
+    """Token limit of free (unconstrained) rollouts; a constrained tagging rollout always runs to its end."""
+    constrained: bool = True
+    """Sample ``TaggedText`` outputs under the tagging constraint (see the module docstring)."""
     lora: bool = True
     beta: float = 0.0
     limit: int = 64
@@ -46,7 +56,8 @@ def _text(completion: Any) -> str:
     return str(completion)
 
 
-def reward_functions(info: Any, signature: Any, examples: dict[str, dspy.Example]) -> list[Callable]:
+def reward_functions(info: Any, signature: Any, examples: dict[str, dspy.Example],
+                     constrained: bool = False) -> list[Callable]:
     """Reward callables in TRL's ``fn(prompts, completions, **columns) -> list[float]`` form."""
 
     def parsed(text: str, ex: dspy.Example) -> dict[str, Any] | None:
@@ -77,7 +88,8 @@ def reward_functions(info: Any, signature: Any, examples: dict[str, dspy.Example
         def fidelity_reward(prompts, completions, example_id, **_: Any) -> list[float]:
             return [float(parsed(t, examples[i]) is not None) for t, i in zip(map(_text, completions), example_id)]
 
-        return [per_note("span_f1"), per_note("token_f1"), fidelity_reward]
+        rewards = [per_note("span_f1"), per_note("token_f1")]
+        return rewards if constrained else [*rewards, fidelity_reward]
 
     def metric_reward(prompts, completions, example_id, **_: Any) -> list[float]:
         out = []
@@ -87,6 +99,56 @@ def reward_functions(info: Any, signature: Any, examples: dict[str, dspy.Example
         return out
 
     return [metric_reward]
+
+
+def tagged_rollouts(signature: Any, examples: list[dspy.Example], tokenizer, temperature: float) -> Callable:
+    """A TRL ``rollout_func`` sampling each completion under its note's tagging constraint.
+
+    Returns per rollout the prompt and completion ids (ending with the end-of-turn token) and an
+    ``env_mask`` that is 1 only where the constraint admitted more than one token, so the policy
+    loss is spent on the model's decisions, not on the copy the constraint forces.
+    """
+    import torch
+    from transformers import LogitsProcessorList
+
+    from medprog.engines.local import end_of_turn_id, render_prompt
+    from medprog.engines.tagging_processor import TaggingLogitsProcessor, automaton_for
+
+    (_, field), = signature.output_fields.items()
+    source, tags = field.annotation.source, list(field.annotation.tags)
+    by_prompt = {json.dumps(prompt_messages(signature, ex)): ex for ex in examples}
+    eot, pad = end_of_turn_id(tokenizer), tokenizer.pad_token_id
+
+    def automaton(ex: dspy.Example):
+        return automaton_for(str(ex.inputs()[source]), tags, tokenizer, eot)
+
+    def rollout(prompts: list, trainer: Any) -> dict[str, Any]:
+        exs = [by_prompt[json.dumps(p)] for p in prompts]
+        encoded = [render_prompt(tokenizer, p) for p in prompts]
+        width = max(map(len, encoded))
+        automata = [automaton(ex) for ex in exs]
+        max_new = max(sum(map(len, a.layout.unit_tokens)) for a in automata) * 3 + 8
+        model = trainer.model
+        with torch.no_grad():
+            seqs = model.generate(
+                input_ids=torch.tensor([[pad] * (width - len(e)) + e for e in encoded]),
+                attention_mask=torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded]),
+                logits_processor=LogitsProcessorList([TaggingLogitsProcessor(automata, width)]),
+                max_new_tokens=max_new, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                eos_token_id=eot, pad_token_id=pad, use_cache=True)
+        completions, masks = [], []
+        for row, ex in enumerate(exs):
+            new = seqs[row, width:].tolist()
+            new = new[: new.index(eot) + 1] if eot in new else new
+            replay, mask = automaton(ex), []
+            for token in new:
+                mask.append(int(len(replay.allowed()) > 1))
+                replay.advance(token)
+            completions.append(new)
+            masks.append(mask)
+        return {"prompt_ids": encoded, "completion_ids": completions, "logprobs": None, "env_mask": masks}
+
+    return rollout
 
 
 def compile_grpo(req: Any) -> Path:
@@ -108,13 +170,15 @@ def compile_grpo(req: Any) -> Path:
     for key, value in req.options.items():
         if key in GRPOSettings.__dataclass_fields__:
             setattr(s, key, type(getattr(s, key))(value))
-    settings = dict(req.options.get("settings") or info.defaults)
+    settings = {**info.defaults, **(req.options.get("settings") or {})}
     module = info.build(**settings)
     _, predictor = _the_predictor(module, req.options.get("predictor"))
     signature = predictor.signature
     train = req.train[: s.limit]
     if not train:
         raise CompileError("grpo needs training examples (--train)")
+    if info.train_examples:
+        train = info.train_examples(train, settings)[: s.limit]
     examples = {str(ex.id): ex for ex in train}
     dataset = Dataset.from_list([{"prompt": prompt_messages(signature, ex), "example_id": str(ex.id)} for ex in train])
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -126,7 +190,8 @@ def compile_grpo(req: Any) -> Path:
 
         peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
                                  target_modules="all-linear")
-    rewards = reward_functions(info, signature, examples)
+    constrained = s.constrained and output_mode(signature) == "tagged"
+    rewards = reward_functions(info, signature, examples, constrained)
     args = GRPOConfig(
         output_dir=str(Path(req.out) / "_trainer"), max_steps=s.steps, learning_rate=s.learning_rate,
         per_device_train_batch_size=s.batch_size, num_generations=s.num_generations,
@@ -136,8 +201,11 @@ def compile_grpo(req: Any) -> Path:
         disable_tqdm=True, gradient_checkpointing=False, generation_kwargs={"eos_token_id": tokenizer.eos_token_id},
     )
     t0 = time.perf_counter()
+    rollout = tagged_rollouts(signature, train, tokenizer, s.temperature) if constrained else None
+    if rollout is not None:
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
     trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config)
+                          processing_class=tokenizer, peft_config=peft_config, rollout_func=rollout)
     trainer.train()
     history = [{"step": h.get("step"), "reward": h.get("reward"),
                 **{k: v for k, v in h.items() if k.startswith("rewards/") and k.endswith("/mean")}}
@@ -149,7 +217,7 @@ def compile_grpo(req: Any) -> Path:
     import shutil
 
     shutil.rmtree(Path(req.out) / "_trainer", ignore_errors=True)
-    report = {"optimizer": "grpo", "settings": s.__dict__, "reward_history": history,
+    report = {"optimizer": "grpo", "settings": {**s.__dict__, "constrained": constrained}, "reward_history": history,
               "wall_s": round(time.perf_counter() - t0, 2)}
     return save_artifact(req.out, info, module, settings=settings, report=report, weights=weights,
                          engine={"temperature": 0.0})

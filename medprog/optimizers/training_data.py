@@ -66,13 +66,17 @@ def decision_points(signature: Any, example: dspy.Example, tokenizer, row: dict[
 
     Replays the decoding automaton over the gold completion: for every step that admits two or
     more tokens, the sequence position whose hidden state predicts it, the admissible ids and
-    the index of the gold one. A gold token the automaton would refuse is a bug, not data.
+    the index of the gold one, and which of the admissible ids open a tag (``dp_opens``); and
+    ``copy_labels``, the labels with every tag token masked (-100): the copied text alone. A gold
+    token the automaton would refuse is a bug, not data.
     """
     (name, field), = signature.output_fields.items()
     text = str(example.inputs()[field.annotation.source])
     automaton = automaton_for(text, list(field.annotation.tags), tokenizer, end_of_turn_id(tokenizer))
     start = next(i for i, lab in enumerate(row["labels"]) if lab != -100)
-    positions, choices, targets = [], [], []
+    opens = {seq[0] for seq in automaton.open_ids.values()}
+    tag_ids = {t for seq in [*automaton.open_ids.values(), *automaton.close_ids.values()] for t in seq}
+    positions, choices, targets, is_open = [], [], [], []
     for i, token in enumerate(row["input_ids"][start:], start):
         allowed = automaton.allowed()
         if token not in allowed:
@@ -81,5 +85,8 @@ def decision_points(signature: Any, example: dspy.Example, tokenizer, row: dict[
             positions.append(i - 1)
             choices.append(allowed)
             targets.append(allowed.index(token))
+            is_open.append([int(t in opens) for t in allowed])
         automaton.advance(token)
-    return {"dp_positions": positions, "dp_choices": choices, "dp_targets": targets}
+    copy_labels = [-100 if lab in tag_ids else lab for lab in row["labels"]]
+    return {"dp_positions": positions, "dp_choices": choices, "dp_targets": targets, "dp_opens": is_open,
+            "copy_labels": copy_labels}

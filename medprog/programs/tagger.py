@@ -1,7 +1,10 @@
 """`tagger`: clinical decision extraction as generative inline XML tagging (LAMAR, MedExACT 2026).
 
-One constrained call rewrites the discharge summary with the 9 MedDec decision tags;
-the tags are read back into exact character offsets (the constraint preserves the text).
+Constrained calls rewrite the discharge summary with the 9 MedDec decision tags, one window
+of whole sentences at a time (``window_chars``; 0 sends the whole note in one call); the tags
+are read back into exact character offsets (the constraint preserves the text). Windows keep
+each call short — a small model need only find its place in a few sentences of source, not a
+whole note — and a MedDec decision never crosses a sentence boundary.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from typing import Any
 
 import dspy
 
-from medprog.data.meddec import CATEGORY_TAGS, MedDecNote, load_meddec, write_submission
+from medprog.data.meddec import CATEGORY_TAGS, Decision, MedDecNote, load_meddec, write_submission
+from medprog.data.sentences import windows
 from medprog.engines.tagging import Span, TaggedParseError, parse_tagged, render_tagged
 from medprog.programs.registry import ProgramInfo, Record
 from medprog.signatures.tagging import TagDecisions
@@ -19,15 +23,26 @@ from medprog.signatures.tagging import TagDecisions
 TAG_TO_CATEGORY = {t: i + 1 for i, t in enumerate(CATEGORY_TAGS)}
 
 
-class Tagger(dspy.Module):
-    """Tag every clinical decision in a discharge summary."""
+DEFAULT_WINDOW_CHARS = 1
 
-    def __init__(self) -> None:
+
+class Tagger(dspy.Module):
+    """Tag every clinical decision in a discharge summary, window by window."""
+
+    def __init__(self, window_chars: int = DEFAULT_WINDOW_CHARS) -> None:
         super().__init__()
+        self.window_chars = int(window_chars)
         self.tag = dspy.Predict(TagDecisions)
 
     def forward(self, note: str) -> dspy.Prediction:
-        return self.tag(note=note)
+        if self.window_chars <= 0:
+            return self.tag(note=note)
+        parts, prev = [], 0
+        for a, b in windows(note, self.window_chars):
+            parts += [note[prev:a], str(self.tag(note=note[a:b]).tagged)]
+            prev = b
+        parts.append(note[prev:])
+        return dspy.Prediction(tagged="".join(parts))
 
 
 def note_spans(note: MedDecNote) -> list[Span]:
@@ -40,14 +55,36 @@ def tagged_to_predictions(tagged: str) -> list[tuple[int, int, int]]:
     return [(s.start, s.end, TAG_TO_CATEGORY[s.tag]) for s in spans]
 
 
+def _example(n: MedDecNote) -> dspy.Example:
+    return dspy.Example(id=n.id, note=n.text, tagged=render_tagged(n.text, note_spans(n)),
+                        meddec=n.model_dump()).with_inputs("note")
+
+
 def load(path: str | Path, split: str | None = None) -> list[dspy.Example]:
     """MedDec notes as examples: input ``note``, gold ``tagged`` (tags against the words)."""
-    notes = load_meddec(path, split)
-    return [
-        dspy.Example(id=n.id, note=n.text, tagged=render_tagged(n.text, note_spans(n)), meddec=n.model_dump())
-        .with_inputs("note")
-        for n in notes
-    ]
+    return [_example(n) for n in load_meddec(path, split)]
+
+
+def train_examples(examples: list[dspy.Example], settings: dict[str, Any]) -> list[dspy.Example]:
+    """What the predictor sees for these notes under ``settings``: one example per window.
+
+    Windows are cut from each example's ``tagged`` output — gold or a pseudo-label alike — so
+    a window's ``meddec`` note (id ``ID:K``, for metrics and rewards) holds the spans of that
+    output inside the window, offsets shifted; the note's demographics are kept.
+    """
+    window_chars = int(settings.get("window_chars", DEFAULT_WINDOW_CHARS))
+    if window_chars <= 0:
+        return list(examples)
+    out = []
+    for ex in examples:
+        text, spans = parse_tagged(str(ex.tagged), list(CATEGORY_TAGS))
+        note = MedDecNote.model_validate(ex.meddec) if ex.get("meddec") else MedDecNote(id=str(ex.id), text=text)
+        for k, (a, b) in enumerate(windows(text, window_chars)):
+            inside = [Decision(start=s.start - a, end=s.end - a, category=TAG_TO_CATEGORY[s.tag])
+                      for s in spans if a <= s.start and s.end <= b]
+            out.append(_example(note.model_copy(update={"id": f"{note.id}:{k}", "text": text[a:b],
+                                                        "decisions": inside})))
+    return out
 
 
 def to_record(example: dspy.Example, prediction: Any) -> Record:
@@ -95,4 +132,6 @@ PROGRAM = ProgramInfo(
     metrics=metrics,
     score=score,
     extras=extras,
+    defaults={"window_chars": DEFAULT_WINDOW_CHARS},
+    train_examples=train_examples,
 )
