@@ -46,3 +46,18 @@ def test_cache_and_accounting(tiny_model_dir, tmp_path):
     assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
     files = list((tmp_path / "cache").rglob("*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["text"] == str(first.tagged)
+
+
+def test_cache_put_of_one_key_from_many_threads(tmp_path):
+    """Identical requests in flight together write one key at once (windows repeat across notes)."""
+    import stat
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medprog.engines.cache import RequestCache
+
+    cache = RequestCache(tmp_path / "c")
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: cache.put("same-key", {"text": "x" * 1000, "i": i}), range(200)))
+    assert cache.get("same-key")["text"] == "x" * 1000
+    files = [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
+    assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600  # no temporary left behind

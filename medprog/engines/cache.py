@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,9 @@ class RequestCache:
             return
         path = self._path(key)
         private_dir(path.parent)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # a file of its own per writer (mkstemp: unique name, mode 0600): threads of one process
+        # may put the same key at once (identical requests in flight)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             json.dump(value, f, ensure_ascii=False)
         os.replace(tmp, path)
