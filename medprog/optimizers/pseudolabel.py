@@ -81,7 +81,7 @@ def compile_pseudolabel(req: Any) -> Path:
         if line.get("error") is not None or output is None or str(rec.get("id")) not in by_id:
             continue
         candidates.append(by_id[str(rec["id"])].copy(**{out_field: output}))
-    gold = list(req.train)
+    gold, labelled_ok = list(req.train), len(candidates)
     if info.train_examples:
         candidates, gold = info.train_examples(candidates, settings), info.train_examples(gold, settings)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -98,7 +98,7 @@ def compile_pseudolabel(req: Any) -> Path:
     training = train_dft(signature, gold + kept, weights, cfg)
     after = dev_metrics(str(weights))
     report = {
-        "optimizer": "pseudolabel", "unlabelled": len(unlabelled), "labelled_ok": len(candidates), "kept": len(kept),
+        "optimizer": "pseudolabel", "unlabelled": len(unlabelled), "labelled_ok": labelled_ok, "kept": len(kept),
         "candidates": len(candidates), "confidence": "choice NLL" if choice else "token NLL",
         "quantile": quantile, "kept_mean_nll": [round(x, 4) for x, _ in ranked],
         "dev_before": before, "dev_after": after, "training": training, "wall_s": round(time.perf_counter() - t0, 2),
