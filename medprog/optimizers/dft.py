@@ -1,12 +1,16 @@
 """`dft`: fine-tune the model behind a program's signature on gold demonstrations.
 
-Loss on completion tokens only, computed by medprog's fused DFT kernel
-(`medprog.kernels.dft_loss`) inside TRL's `SFTTrainer`, so full-vocabulary logits never
-exist. With ``base`` set, the base model is fine-tuned (LoRA via peft, or full weights);
-without it the embedded default model is built from scratch — a byte-level BPE trained on
-the training prompts with the tags as added tokens, and a small Qwen2 — and trained under
-a wall-clock budget: cross-entropy first (DFT cannot start from random weights, where
-p_y ≈ 1/V scales every gradient towards zero), then optionally DFT for the last part.
+The examples are the program's own (`ProgramInfo.train_examples`: for the tagger, one per sentence
+window), rendered exactly as the engine renders them. Loss on completion tokens only, in one of two
+objectives: ``vocab``, medprog's fused DFT / cross-entropy kernel (`medprog.kernels.dft_loss`) over
+the whole vocabulary, so full-vocabulary logits never exist; or ``choice`` for tagging, the loss
+over the tokens the tagging constraint admits (`medprog.kernels.choice_loss`) plus a category loss
+and a copy loss (see `DFTConfig`). Both run inside TRL's `SFTTrainer`. With ``base`` set, the base
+model is fine-tuned (LoRA via peft, or full weights); without it the embedded default model is
+built from scratch — a byte-level BPE trained on the training prompts with the tags as added
+tokens, and a small Qwen2 — and trained under a wall-clock budget with cross-entropy (DFT cannot
+start from random weights, where p_y ≈ 1/V scales every gradient towards zero; optionally DFT for
+the last part).
 """
 
 from __future__ import annotations
