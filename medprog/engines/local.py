@@ -199,11 +199,7 @@ class LocalEngine(Engine):
         if isinstance(c0, TaggedConstraint):
             automata = [self.tag_automaton(c) for c in constraints]  # type: ignore[arg-type]
             processors = [TaggingLogitsProcessor(automata, width)]
-            # the copy is forced: room for the text tokens plus, at every tag position, every tag closing
-            # and opening once (the automaton's own bound), so a completion can always finish
-            max_new = max(sum(map(len, a.layout.unit_tokens))
-                          + (len(a.layout.units) + 1) * sum(len(s) for s in [*a.open_ids.values(), *a.close_ids.values()])
-                          + 8 for a in automata)
+            max_new = max(a.max_tokens() for a in automata) + 7  # the copy is forced: the automaton's bound
         elif c0 is not None:
             processors = [self._grammar_processor(c0)]
         else:

@@ -103,6 +103,12 @@ class TagAutomaton:
         if len(self._first) != len(self.open_ids) + len(self.close_ids):
             raise ValueError("tag token sequences must start with distinct tokens")
 
+    def max_tokens(self) -> int:
+        """A bound on the completion length: the copied text plus, at every tag position, every
+        tag closing and opening once, and the end-of-turn token — so a completion can always finish."""
+        tag_tokens = sum(len(s) for s in [*self.open_ids.values(), *self.close_ids.values()])
+        return sum(map(len, self.layout.unit_tokens)) + (len(self.layout.units) + 1) * tag_tokens + 1
+
     def _position(self) -> int:
         units = self.layout.units
         return units[self.unit][0] if self.unit < len(units) else len(self.layout.text)

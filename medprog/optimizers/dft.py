@@ -46,8 +46,9 @@ class DFTConfig:
     copy_weight: float = 1.0
     """With the choice objective, weight of an added full-vocabulary cross-entropy on every copied token
     of the completion (the fused kernel; tag tokens are left to the choice loss — with them in, false
-    openings rose from 0.3% to 6% of the decisions). Predicting each copied token makes the model find its place in the source
-    note (an induction-style lookup), the same lookup a category decision needs to read the words ahead:
+    openings rose from 0.3% to 6% of the decisions). Predicting each copied token makes the model find
+    its place in the source note (an induction-style lookup), the same lookup a category decision needs
+    to read the words ahead:
     on single-sentence windows, 300 s of training gave dev teacher-forced category accuracy 0.85 with
     it and 0.69 without (on whole notes it had hurt: copying a 200-token note is learnt too slowly)."""
     objective: Literal["auto", "vocab", "choice"] = "auto"
@@ -306,6 +307,7 @@ def train_dft(signature: Any, examples: list[dspy.Example], out_dir: Path, cfg: 
     rows = _rows(signature, examples, tokenizer, choice)
     n_params = sum(p.numel() for p in model.parameters())
     copy_weight = cfg.copy_weight if choice else 0.0
+    category_weight = cfg.category_weight if choice else 0.0
     step_s = _calibrate_step_time(model, rows, cfg.batch_size, tokenizer.pad_token_id, copy_weight)
     steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
     budget_left = cfg.time_budget_s - (time.perf_counter() - t_start)
@@ -324,8 +326,7 @@ def train_dft(signature: Any, examples: list[dspy.Example], out_dir: Path, cfg: 
         max_grad_norm=1.0, gradient_checkpointing=False,  # TRL turns it on by default: 1/3 more compute
     )
     trainer = _make_trainer(model, tokenizer, Dataset.from_list(rows), args, schedule,
-                            cfg.time_budget_s - (time.perf_counter() - t_start), copy_weight,
-                            cfg.category_weight if choice else 0.0)
+                            cfg.time_budget_s - (time.perf_counter() - t_start), copy_weight, category_weight)
     trainer.train()
     history = [h for h in trainer.state.log_history if "loss" in h]
     model = trainer.model
@@ -340,7 +341,8 @@ def train_dft(signature: Any, examples: list[dspy.Example], out_dir: Path, cfg: 
     shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
     report = {
         "examples": len(rows), "params": n_params, "objective": "choice" if choice else "vocab",
-        "copy_weight": copy_weight, "category_weight": cfg.category_weight if choice else 0.0, "steps": trainer.state.global_step,
+        "copy_weight": copy_weight, "category_weight": category_weight,
+        "steps": trainer.state.global_step,
         "epochs": trainer.state.global_step / steps_per_epoch, "from_scratch": from_scratch,
         "loss_schedule": {"ce_steps": schedule.switch, "after": schedule.after},
         "train_wall_s": time.perf_counter() - t_start,

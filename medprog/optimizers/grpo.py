@@ -127,14 +127,13 @@ def tagged_rollouts(signature: Any, examples: list[dspy.Example], tokenizer, tem
         encoded = [render_prompt(tokenizer, p) for p in prompts]
         width = max(map(len, encoded))
         automata = [automaton(ex) for ex in exs]
-        max_new = max(sum(map(len, a.layout.unit_tokens)) for a in automata) * 3 + 8
         model = trainer.model
         with torch.no_grad():
             seqs = model.generate(
                 input_ids=torch.tensor([[pad] * (width - len(e)) + e for e in encoded]),
                 attention_mask=torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded]),
                 logits_processor=LogitsProcessorList([TaggingLogitsProcessor(automata, width)]),
-                max_new_tokens=max_new, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                max_new_tokens=max(a.max_tokens() for a in automata), do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                 eos_token_id=eot, pad_token_id=pad, use_cache=True)
         completions, masks = [], []
         for row, ex in enumerate(exs):
@@ -174,11 +173,9 @@ def compile_grpo(req: Any) -> Path:
     module = info.build(**settings)
     _, predictor = _the_predictor(module, req.options.get("predictor"))
     signature = predictor.signature
-    train = req.train[: s.limit]
+    train = (info.train_examples(req.train, settings) if info.train_examples else req.train)[: s.limit]
     if not train:
         raise CompileError("grpo needs training examples (--train)")
-    if info.train_examples:
-        train = info.train_examples(train, settings)[: s.limit]
     examples = {str(ex.id): ex for ex in train}
     dataset = Dataset.from_list([{"prompt": prompt_messages(signature, ex), "example_id": str(ex.id)} for ex in train])
     tokenizer = AutoTokenizer.from_pretrained(base)

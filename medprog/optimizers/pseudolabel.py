@@ -16,8 +16,6 @@ from typing import Any
 
 import dspy
 
-from medprog.optimizers.training_data import tokenize_example
-
 
 def mean_nll(model, tokenizer, signature: Any, examples: list[dspy.Example], choice: bool = False) -> list[float]:
     """Mean negative log-likelihood of each example's own output: per completion token, or with
