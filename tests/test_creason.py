@@ -77,8 +77,12 @@ def test_outcome_question_never_shows_the_outcome(registry):
 
 
 def test_splits_are_disjoint_and_complete(registry):
-    train, test = split_rows(registry, "train"), split_rows(registry, "test")
-    assert not set(train) & set(test) and len(train) + len(test) == len(registry.rows) and len(test) > 40
+    train, dev, test = (set(split_rows(registry, s)) for s in ("train", "dev", "test"))
+    assert not train & test and not train & dev and not dev & test
+    assert len(train) + len(dev) + len(test) == len(registry.rows) and len(test) > 40 and len(dev) > 10
+    assert split_rows(registry, "val") == split_rows(registry, "dev")
+    patients = lambda rows: {registry.rows[i]["_id"] for i in rows}  # noqa: E731
+    assert not patients(train) & patients(test) and not patients(dev) & patients(test)
 
 
 def test_program_one_constrained_call_with_the_tasks_letters(registry, tmp_path):

@@ -305,15 +305,20 @@ def build_tasks(registry: Registry, *, n: int | None = None, seed: int = 0, mi_t
     return tasks
 
 
+SPLIT_BUCKETS: dict[str, range] = {"train": range(0, 7), "dev": range(7, 8), "val": range(7, 8), "test": range(8, 10)}
+"""Which of ten patient buckets (a hash of the patient id) each split holds: train 70%, dev (alias val)
+10%, test 20% — disjoint, so tuning on dev never sees a test patient."""
+
+
 def split_rows(registry: Registry, split: str | None) -> list[int]:
-    """Row indices of a split: ``train`` (80% of patients, by a hash of the id), ``test``/``dev``
-    (the other 20%), or all rows for None."""
+    """Row indices of a split (see `SPLIT_BUCKETS`), or all rows for None."""
     if split is None:
         return list(range(len(registry.rows)))
-    if split not in ("train", "test", "dev", "val"):
+    if split not in SPLIT_BUCKETS:
         raise ValueError(f"unknown split {split!r}; expected train, test, dev or val")
-    bucket = [int(hashlib.sha1(str(r["_id"]).encode()).hexdigest(), 16) % 10 for r in registry.rows]
-    return [i for i, b in enumerate(bucket) if (b < 8) == (split == "train")]
+    buckets = SPLIT_BUCKETS[split]
+    return [i for i, r in enumerate(registry.rows)
+            if int(hashlib.sha1(str(r["_id"]).encode()).hexdigest(), 16) % 10 in buckets]
 
 
 def write_tasks(tasks: list[ReasoningTask], path: str | Path) -> Path:
