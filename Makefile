@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q -e '.[all]'
+	$(MEDPROG) models prepare smollm2
 	touch $@
 
 install: $(VENV)/.installed

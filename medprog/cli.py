@@ -25,6 +25,9 @@ data_app = typer.Typer(help="Datasets: synthetic generators.", no_args_is_help=T
 score_app = typer.Typer(help="Score prediction files with a task's official metric.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(score_app, name="score")
+from medprog.cli_models import models_app  # noqa: E402
+
+app.add_typer(models_app, name="models")
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -43,7 +46,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     for mod, name in [("medprog.engines.server", "ServerUnreachableError"), ("medprog.engines.server", "RemoteEndpointError"),
                       ("medprog.data.meddec", "MedDecFormatError"), ("medprog.artifact", "ArtifactError"),
                       ("medprog.evaluation", "EvalRunError"), ("medprog.optimizers", "UnknownOptimizerError"),
-                      ("medprog.optimizers.base", "CompileError")]:
+                      ("medprog.optimizers.base", "CompileError"),
+                      ("medprog.engines.embedded", "EmbeddedModelError")]:
         try:
             errors.append(getattr(__import__(mod, fromlist=[name]), name))
         except (ImportError, AttributeError):

@@ -28,3 +28,16 @@ def tiny_engine(tiny_model_dir):
     from medprog.engines import make_engine
 
     return make_engine(f"local:{tiny_model_dir}", cache_dir=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """The prepared SmolLM2-135M-Instruct directory; in CI a missing one fails, elsewhere it skips."""
+    from medprog.engines.embedded import EmbeddedModelError, resolve
+
+    try:
+        return resolve("smollm2")
+    except EmbeddedModelError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{e} (the install step should have prepared it)")
+        pytest.skip(str(e))

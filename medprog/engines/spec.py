@@ -1,4 +1,8 @@
-"""`--lm` specs: ``local:PATH``, ``openai:MODEL@URL[,URL...]``, ``vllm:PATH``."""
+"""`--lm` specs: ``local:PATH``, ``openai:MODEL@URL[,URL...]``, ``vllm:PATH``.
+
+``PATH`` may also name an embedded model (``local:smollm2``), which resolves to its prepared
+directory; write ``./smollm2`` for a directory of that name.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pydantic import BaseModel
 
 from medprog.engines.base import Engine
 from medprog.engines.cache import RequestCache, default_cache_dir
+from medprog.engines.embedded import resolve
 
 
 class LMSpecError(ValueError):
@@ -26,7 +31,7 @@ def parse_lm_spec(spec: str) -> LMSpec:
     if not sep or not rest:
         raise LMSpecError(f"--lm {spec!r}: expected local:PATH, openai:MODEL@URL or vllm:PATH")
     if kind in ("local", "vllm"):
-        return LMSpec(kind=kind, target=rest)
+        return LMSpec(kind=kind, target=str(resolve(rest) or rest))
     if kind == "openai":
         model, at, urls = rest.rpartition("@")
         if not at or not model or not urls:
