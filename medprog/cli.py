@@ -44,7 +44,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [UsageError, LMSpecError, ModelPathError, UnknownProgramError, EngineError,
                                          FileNotFoundError, json.JSONDecodeError]
     for mod, name in [("medprog.engines.server", "ServerUnreachableError"), ("medprog.engines.server", "RemoteEndpointError"),
-                      ("medprog.data.meddec", "MedDecFormatError"), ("medprog.artifact", "ArtifactError"),
+                      ("medprog.data.meddec", "MedDecFormatError"), ("medprog.data.medqa", "MedQAFormatError"),
+                      ("medprog.artifact", "ArtifactError"),
                       ("medprog.evaluation", "EvalRunError"), ("medprog.optimizers", "UnknownOptimizerError"),
                       ("medprog.optimizers.base", "CompileError"),
                       ("medprog.engines.embedded", "EmbeddedModelError")]:
@@ -128,6 +129,7 @@ def run_cmd(
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow an openai: endpoint off this machine's network."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the request cache."),
     max_tokens: int = typer.Option(1024, "--max-tokens"),
+    option: list[str] = typer.Option(None, "--option", "-o", help="Program build setting KEY=VALUE, e.g. -o mode=basic (repeatable)."),
 ) -> None:
     """Run one program on one input and print its typed output as JSON."""
     import dspy
@@ -137,7 +139,7 @@ def run_cmd(
     inputs = read_json_file(input)
     if not isinstance(inputs, dict):
         raise UsageError(f"{input}: expected one JSON object with the program's inputs")
-    module, engine = load_runnable(program, lm, allow_remote=allow_remote, no_cache=no_cache)
+    module, engine = load_runnable(program, lm, option, allow_remote=allow_remote, no_cache=no_cache)
     with dspy.context(lm=engine.as_lm(max_tokens=max_tokens, temperature=0.0), adapter=MedprogAdapter()):
         prediction = module(**inputs)
     out = {k: _jsonable(v) for k, v in dict(prediction).items()}
@@ -155,12 +157,30 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def load_runnable(program: str, lm: str | None, **engine_opts: Any):
-    """(module, engine) for a program name or an artifact directory."""
+def build_program(info: Any, option: list[str] | None) -> Any:
+    """A fresh program: its registered defaults, overridden by ``-o KEY=VALUE`` build settings."""
+    import inspect
+
+    settings = dict(_parse_option(o) for o in option or [])
+    params = inspect.signature(info.build).parameters.values()
+    valid = sorted(set(info.defaults) | {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise UsageError(f"-o {', '.join(unknown)}: not a setting of {info.name}; valid: {', '.join(valid) or 'none'}")
+    try:
+        return info.build(**{**info.defaults, **settings})
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"{info.name} settings: {e}") from None
+
+
+def load_runnable(program: str, lm: str | None, option: list[str] | None = None, **engine_opts: Any):
+    """(module, engine) for a program name (with ``-o`` build settings) or an artifact directory."""
     path = Path(program)
     if path.is_dir() and (path / "program.json").is_file():
         from medprog.artifact import load_artifact
 
+        if option:
+            raise UsageError(f"{path}: an artifact's settings are fixed when it is compiled; -o applies to programs by name")
         art = load_artifact(path)
         spec = lm or art.default_lm
         if spec is None:
@@ -171,7 +191,7 @@ def load_runnable(program: str, lm: str | None, **engine_opts: Any):
     if lm is None:
         raise UsageError("--lm is required when running a program by name (e.g. --lm local:art/tagger/model)")
     info = get_program(program)
-    return info.build(**info.defaults), build_lm(lm, **engine_opts)
+    return build_program(info, option), build_lm(lm, **engine_opts)
 
 
 # ---------------------------------------------------------------------------------------
@@ -411,6 +431,7 @@ def eval_cmd(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     verbose: bool = typer.Option(False, "--verbose", help="Let library logs through (they may echo examples)."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
+    option: list[str] = typer.Option(None, "--option", "-o", help="Program build setting KEY=VALUE, e.g. -o mode=basic (repeatable)."),
 ) -> None:
     """Evaluate a program or artifact with its task's metric; stream predictions, resume, report."""
     from medprog.artifact import is_artifact, load_artifact, resolve_program
@@ -420,6 +441,8 @@ def eval_cmd(
     lm_kwargs: dict[str, Any] = {}
     settings: dict[str, Any] = {}
     if is_artifact(program):
+        if option:
+            raise UsageError(f"{program}: an artifact's settings are fixed when it is compiled; -o applies to programs by name")
         art = load_artifact(program)
         info, module = art.info, art.module
         spec = lm or art.default_lm
@@ -431,11 +454,11 @@ def eval_cmd(
         if Path(program).is_dir():
             raise UsageError(f"{program}: a directory without program.json is not an artifact")
         info = resolve_program(program)
-        module = info.build(**info.defaults)
+        module = build_program(info, option)
         spec = lm
         if spec is None:
             raise UsageError("--lm is required when evaluating a program by name (e.g. --lm local:art/tagger/weights)")
-        settings.update(program=program)
+        settings.update(program=program, build=dict(_parse_option(o) for o in option or []))
     if max_tokens:
         lm_kwargs["max_tokens"] = max_tokens
     split = _default_split(data, split, "test")

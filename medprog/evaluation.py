@@ -341,7 +341,7 @@ def evaluate(info: Any, module: Any, examples: list[Any], engine: Any, out_dir: 
             raise EvalRunError(f"{pred_path} already exists; pass --resume to continue that run or choose a new --out")
         if resume and run_path.is_file():
             before = json.loads(run_path.read_text(encoding="utf-8"))
-            keys = ("program", "artifact_hash", "lm", "data", "split")
+            keys = ("program", "build", "artifact_hash", "lm", "data", "split")
             diff = [k for k in keys if k in before and k in settings and before[k] != settings[k]]
             if diff:
                 k = diff[0]

@@ -1,8 +1,10 @@
 """MedQA-style multiple-choice questions (jsonl), and a seeded synthetic generator.
 
-A row is ``{"question": str, "options": {letter: text}, "answer_idx": letter, ...}``; options
-may also be a list (lettered A, B, ...), and the gold letter may be under ``answer_idx``,
-``answer_letter`` or ``label``. Rows in the wild carry more (rationales, chain-of-thought,
+A row is ``{"question": str, "options": {letter: text}, "answer_idx": letter, ...}`` with 2 to 26
+options; options may also be a list (lettered A, B, ...) under ``options`` or ``choices``; the
+gold is a letter (or a 0-based index) under ``answer_idx``, ``answer_letter`` or ``label``, else
+the ``answer`` text or letter; the id (``id``, ``realidx``, ``qid``) is a string, an integer, or
+absent (the row number). Rows in the wild carry more (rationales, chain-of-thought,
 earlier models' answers, the answer text, metamap phrases): the loader keeps only the id,
 the question, the options and the gold letter, so nothing else can reach a prompt.
 """
@@ -29,34 +31,64 @@ class MCQItem(BaseModel):
     """The gold option letter (None when unlabelled)."""
 
 
+MAX_OPTIONS = 26
+GOLD_KEYS = ("answer_idx", "answer_letter", "label")
+ID_KEYS = ("id", "realidx", "qid")
+
+
 def _options(value: object, where: str) -> dict[str, str]:
     if isinstance(value, dict):
-        opts = {str(k).strip(): str(v) for k, v in value.items()}
-    elif isinstance(value, list):
+        opts = {str(k).strip(): v for k, v in value.items()}
+    elif isinstance(value, list) and len(value) <= MAX_OPTIONS:
         opts = {}
         for i, v in enumerate(value):
             if isinstance(v, dict) and {"key", "value"} <= set(v):
-                opts[str(v["key"]).strip()] = str(v["value"])
+                opts[str(v["key"]).strip()] = v["value"]
             else:
-                opts[string.ascii_uppercase[i]] = str(v)
+                opts[string.ascii_uppercase[i]] = v
+    elif isinstance(value, list):
+        raise MedQAFormatError(f"{where}: expected 2 to {MAX_OPTIONS} options, got {len(value)}")
     else:
-        raise MedQAFormatError(f"{where}: 'options' must be an object {{letter: text}} or a list")
-    if len(opts) < 2:
-        raise MedQAFormatError(f"{where}: a question needs at least two options")
-    return opts
+        raise MedQAFormatError(f"{where}: expected 'options' as an object {{letter: text}} or a list of texts, "
+                               f"got {type(value).__name__}")
+    if not 2 <= len(opts) <= MAX_OPTIONS:
+        raise MedQAFormatError(f"{where}: expected 2 to {MAX_OPTIONS} options, got {len(opts)}")
+    bad = [k for k, v in opts.items() if not k or not isinstance(v, (str, int, float)) or not str(v).strip()]
+    if bad:
+        raise MedQAFormatError(f"{where}: expected a non-empty text for every option, not for {bad}")
+    return {k: str(v) for k, v in opts.items()}
 
 
-def parse_row(row: dict, where: str, index: int) -> MCQItem:
-    if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-        raise MedQAFormatError(f"{where}: expected an object with a string 'question'")
-    opts = _options(row.get("options"), where)
-    gold = next((row[k] for k in ("answer_idx", "answer_letter", "label") if row.get(k) not in (None, "")), None)
-    if gold is not None:
-        gold = str(gold).strip()
-        if gold not in opts:
-            raise MedQAFormatError(f"{where}: gold letter {gold!r} is not one of the options {list(opts)}")
-    rid = next((row[k] for k in ("id", "realidx", "qid") if row.get(k) not in (None, "")), index)
-    return MCQItem(id=str(rid), question=row["question"], options=opts, answer=gold)
+def _gold(row: dict, opts: dict[str, str], where: str) -> str | None:
+    """The gold letter: a letter key, a 0-based index (int) into the options, or else the answer text."""
+    gold = next((row[k] for k in GOLD_KEYS if row.get(k) not in (None, "")), None)
+    if gold is None:
+        text = row.get("answer")
+        if isinstance(text, str) and text.strip() in opts:
+            return text.strip()
+        return next((k for k, v in opts.items() if isinstance(text, str) and v.strip() == text.strip()), None)
+    if isinstance(gold, int) and not isinstance(gold, bool) and str(gold) not in opts and 0 <= gold < len(opts):
+        return list(opts)[gold]
+    gold = str(gold).strip()
+    if gold not in opts:
+        raise MedQAFormatError(f"{where}: expected the gold letter to be one of the options {list(opts)}, got {gold!r}")
+    return gold
+
+
+def parse_row(row: object, where: str, index: int) -> MCQItem:
+    """One question from a jsonl row; only id, question, options and gold are kept."""
+    if not isinstance(row, dict):
+        raise MedQAFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise MedQAFormatError(f"{where}: expected a non-empty string 'question'")
+    if "options" not in row and "choices" not in row:
+        raise MedQAFormatError(f"{where}: expected 'options' (or 'choices') with the answer options")
+    opts = _options(row["options"] if "options" in row else row["choices"], where)
+    rid = next((row[k] for k in ID_KEYS if row.get(k) not in (None, "")), index)
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        raise MedQAFormatError(f"{where}: expected the question id to be a string or an integer, got {rid!r}")
+    return MCQItem(id=str(rid), question=question, options=opts, answer=_gold(row, opts, where))
 
 
 def load_medqa(path: str | Path, split: str | None = None) -> list[MCQItem]:

@@ -49,6 +49,7 @@ class ProgramInfo:
 _MODULES = {
     "tagger": "medprog.programs.tagger",
     "mdagents": "medprog.programs.mdagents",
+    "mcq": "medprog.programs.mcq",
     "hospital": "medprog.programs.hospital",
     "clh": "medprog.programs.clh",
     "creason": "medprog.programs.creason",

@@ -56,6 +56,24 @@ class TeamReport(BaseModel):
     report: str
 
 
+class AnswerChoice(Signature):
+    """Answer the medical multiple-choice question with the letter of the single best option."""
+
+    question: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
+    answer: Letter = dspy.OutputField(desc="the letter of the best option")
+
+
+class ReasonThenChoose(Signature):
+    """Answer the medical multiple-choice question. First reason step by step: what the question
+    describes, what each option would imply, which one fits best. Then give that option's letter."""
+
+    question: str = dspy.InputField()
+    options: dict[str, str] = dspy.InputField(desc="option letter → text")
+    reasoning: str = dspy.OutputField(desc="step-by-step reasoning, in sentences")
+    answer: Letter = dspy.OutputField(desc="the letter of the best option")
+
+
 class AssessComplexity(Signature):
     """Judge how complex this medical question is. basic: one clinician can answer it;
     intermediate: specialists should discuss it; advanced: it needs multidisciplinary teams
