@@ -22,6 +22,7 @@ from medprog.engines.server import (
     normalize_base_url,
     request_fields,
 )
+from medprog.engines.server_timing import ServerSpeed
 from medprog.engines.spec import make_engine
 from medprog.engines.vllm_server import free_port
 from medprog.signatures.adapter import MedprogAdapter
@@ -336,3 +337,38 @@ def test_vllm_engine_without_vllm_is_a_clear_error(tmp_path):
         pytest.skip("vLLM is installed here")
     with pytest.raises(VLLMNotInstalledError, match="setup_vllm.sh"):
         make_engine(f"vllm:{tmp_path}", cache_dir=False)
+
+
+# timeouts follow the work asked for --------------------------------------------------------
+def test_timeout_follows_the_tokens_requested(fake):
+    fake.delay = 0.6
+    slow = ServerSpeed(assumed_tok_s=10.0, floor_s=0.2, slack=1.0)
+    e = engine_for(fake.url, timeout=None, speed=slow, retries=0)
+    (short,) = e.generate([MSGS], [JSON_C], Sampling(max_tokens=1))  # 1 token at 10 tok/s: 0.2 s floor
+    (long,) = e.generate([MSGS], [JSON_C], Sampling(max_tokens=40))  # 40 tokens at 10 tok/s: 4 s
+    assert short.error is not None and "timed out" in short.error
+    assert long.error is None and long.text == '{"answer":"A"}'
+    body = {"messages": MSGS, "max_tokens": 1000}
+    assert e.request_timeout(body, JSON_C) == pytest.approx(len(MSGS[0]["content"]) // 3 / 200 + 100, rel=1e-3)
+    assert e.request_timeout(body, ChoiceConstraint(choices=["yes", "no"])) < 1.0  # a choice is a few tokens
+    assert engine_for(fake.url, timeout=7.0).request_timeout(body, JSON_C) == 7.0  # a fixed timeout stays fixed
+
+
+def test_default_timeout_is_sized_from_work_with_a_floor(fake):
+    e = engine_for(fake.url, timeout=None)
+    choice = e.request_timeout({"messages": MSGS, "max_tokens": 1024}, ChoiceConstraint(choices=["A", "B"]))
+    assert choice == e.speed.floor_s == 30.0
+    # a 1024-token expert list at the assumed 10 tok/s gets minutes, not a fixed 60 s
+    assert e.request_timeout({"messages": MSGS, "max_tokens": 1024}, JSON_C) > 300
+
+
+def test_measured_speed_replaces_the_assumed_one(fake):
+    reply = {"id": "x", "choices": [{"index": 0, "finish_reason": "stop", "message": {"content": '{"answer":"B"}'}}],
+             "usage": {"prompt_tokens": 10, "completion_tokens": 100}}
+    fake.script = [(200, reply, {}, 0.5)]
+    e = engine_for(fake.url, timeout=None, speed=ServerSpeed(assumed_tok_s=1.0))
+    e.generate([MSGS], [JSON_C])  # 100 tokens in ~0.5 s
+    assert e.speed.measured == 1 and 50 < e.speed.decode_tok_s < 210
+    e.generate([MSGS], [JSON_C])  # the default reply has 5 completion tokens: too few to measure
+    assert e.speed.measured == 1
+    assert e.speed.timeout_for(0, 2000) == pytest.approx(3.0 * 2000 / e.speed.decode_tok_s)

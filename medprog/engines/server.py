@@ -9,6 +9,10 @@ Requests are spread round-robin over the base URLs (replicas of one model), at m
 ``concurrency`` in flight across all threads; 429, 5xx, timeouts and refused connections
 are retried with exponential backoff, moving to the next URL. Endpoints must be on the
 loopback or a private network unless ``allow_remote=True`` (patient text).
+
+Each request's timeout follows the work it asks for (`server_timing.ServerSpeed`): its prompt and
+the tokens it may generate, at the server's measured speed (an assumed slow CPU server until
+measured), times a slack factor, never under a floor.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from medprog.engines.constraints import (
     check_text,
     tagged_regex,
 )
+from medprog.engines.server_timing import CONNECT_TIMEOUT_S, ServerSpeed, requested_tokens
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +122,15 @@ class ServerEngine(Engine):
     `ServerUnreachableError` naming the URLs and how to start vLLM, rather than turning a
     wrong address into one error per example. After that, failures are per-call errors.
     ``url_stats`` counts answered and failed attempts per URL; ``retried`` counts retries.
+    ``timeout=None`` (the default) sizes each request's timeout from its work (`ServerSpeed`,
+    ``speed``); a number fixes it.
     """
 
     name = "openai"
     thread_safe = True  # the concurrency limit holds across threads
 
     def __init__(self, model: str, urls: list[str] | str, *, cache: RequestCache | None = None, concurrency: int = 8,
-                 timeout: float = 60.0, retries: int = 4, backoff: float = 0.5, dialect: Dialect = "vllm",
+                 timeout: float | None = None, speed: ServerSpeed | None = None, retries: int = 4, backoff: float = 0.5, dialect: Dialect = "vllm",
                  allow_remote: bool = False, api_key: str | None = None, max_batch: int | None = None) -> None:
         super().__init__(cache=cache, max_batch=max_batch or max(64, 4 * concurrency))
         if isinstance(urls, str):
@@ -141,6 +148,7 @@ class ServerEngine(Engine):
                 raise ValueError(f"server URL {u!r} must start with http:// or https://")
         self.concurrency = concurrency
         self.timeout = timeout
+        self.speed = speed or ServerSpeed()
         self.retries = retries
         self.backoff = backoff
         self.dialect: Dialect = dialect
@@ -175,7 +183,8 @@ class ServerEngine(Engine):
                 headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
                 n = self.concurrency * len(self.urls) + 4
                 # trust_env=False: never route patient text through a proxy from the environment
-                self._client = httpx.Client(headers=headers, trust_env=False, timeout=self.timeout,
+                timeout = httpx.Timeout(self.timeout or self.speed.floor_s, connect=CONNECT_TIMEOUT_S)
+                self._client = httpx.Client(headers=headers, trust_env=False, timeout=timeout,
                                             limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
             return self._client
 
@@ -199,7 +208,7 @@ class ServerEngine(Engine):
         problems, served = [], False
         for url in self.urls:
             try:
-                r = self.client.get(f"{url}/models", timeout=min(self.timeout, 10.0))
+                r = self.client.get(f"{url}/models", timeout=min(self.timeout or CONNECT_TIMEOUT_S, CONNECT_TIMEOUT_S))
             except httpx.HTTPError as e:
                 problems.append(f"{url}: {_describe(e)}")
                 continue
@@ -242,11 +251,21 @@ class ServerEngine(Engine):
         body.update(request_fields(c, self.dialect))
         return body
 
-    def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    def request_timeout(self, body: dict[str, Any], c: Constraint | None) -> float:
+        """Seconds one request may take: fixed ``timeout``, else sized from its work (prompt ≈ chars / 3 tokens)."""
+        if self.timeout is not None:
+            return self.timeout
+        prompt_tokens = sum(len(m.get("content") or "") for m in body["messages"]) // 3
+        return self.speed.timeout_for(prompt_tokens, requested_tokens(c, int(body["max_tokens"])))
+
+    def _post(self, url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         """One HTTP attempt; raises `_Retryable` or `EngineError`."""
         try:
             with self._slots:
-                r = self.client.post(f"{url}/chat/completions", json=body)
+                t0 = time.perf_counter()
+                r = self.client.post(f"{url}/chat/completions", json=body,
+                                     timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S))
+                elapsed = time.perf_counter() - t0
         except httpx.ConnectError as e:
             raise _Retryable(f"{url}: {_describe(e)}", refused=True) from e
         except (httpx.TimeoutException, httpx.TransportError) as e:
@@ -257,18 +276,22 @@ class ServerEngine(Engine):
         if r.status_code != 200:
             raise EngineError(f"{url}: HTTP {r.status_code} {_server_message(r)}")
         try:
-            return r.json()
+            reply = r.json()
         except ValueError as e:
             raise EngineError(f"{url}: reply is not JSON") from e
+        usage = reply.get("usage") if isinstance(reply, dict) else None
+        self.speed.observe(int((usage or {}).get("completion_tokens") or 0), elapsed)
+        return reply
 
     def _one(self, messages: Messages, c: Constraint | None, sampling: Sampling) -> Completion:
         body = self._body(messages, c, sampling)
+        timeout = self.request_timeout(body, c)
         errors: list[str] = []
         reply: dict[str, Any] | None = None
         for attempt in range(self.retries + 1):
             url = self._next_url()
             try:
-                reply = self._post(url, body)
+                reply = self._post(url, body, timeout)
                 with self._lock:
                     self.url_stats[url]["ok"] += 1
                     self._down_until.pop(url, None)
