@@ -533,6 +533,7 @@ def compare_cmd(
 
 SYNTHESIZERS = {
     "meddec": "medprog.data.synth_meddec:synth_meddec",
+    "meddec-ood": "medprog.data.synth_meddec_ood:synth_meddec_ood",
     "medqa": "medprog.data.medqa:synth_medqa",
     "hospital": "medprog.data.hospital:synth_hospital",
     "icd": "medprog.data.icd_notes:synth_icd_notes",
