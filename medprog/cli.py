@@ -592,6 +592,9 @@ def baseline_cmd(
     data: Path = typer.Option(..., "--data", help="MedDec directory."),
     split: str = typer.Option("test", "--split", help="Split to score."),
     train_split: str = typer.Option("train", "--train-split", help="Split the keyword lexicon is learned from."),
+    train_data: Path = typer.Option(None, "--train-data",
+                                    help="MedDec directory holding --train-split (default: --data), e.g. the "
+                                         "training set when --data is an evaluation-only set such as meddec-ood."),
 ) -> None:
     """Score the no-tag and keyword-rule baselines, to read beside a trained tagger."""
     if task != "meddec":
@@ -601,7 +604,9 @@ def baseline_cmd(
     from medprog.programs.tagger_baselines import keyword_baseline, no_tag_baseline
 
     notes = load_meddec(data, split)
-    keyword = keyword_baseline(load_meddec(data, train_split))
+    train_notes = load_meddec(train_data or data, train_split)
+    keyword = keyword_baseline(train_notes)
+    _log(f"keyword rule learned from {train_data or data} split {train_split!r} ({len(train_notes)} notes)")
     table = Table("baseline", "span F1", "token F1", "worst", "overall")
     for name, preds in (("no-tag", no_tag_baseline(notes)), ("keyword", keyword(notes))):
         m = score(notes, preds)
