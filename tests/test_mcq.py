@@ -161,3 +161,25 @@ def test_unknown_or_bad_settings_are_one_line_errors(tmp_path, scripted_cli):
     assert r.exit_code == 2 and "unknown mode 'expert'" in err(r)
     r = runner.invoke(app, ["eval", "mcq", *base, "-o", "cot"], catch_exceptions=False)
     assert r.exit_code == 2 and "expected KEY=VALUE" in err(r)
+
+
+# degenerate content -----------------------------------------------------------------------
+def test_degenerate_strings_flags_letters_copies_and_one_character_fields():
+    from medprog.metrics.content import degenerate_strings
+    from medprog.signatures.mcq import RecruitExperts
+    from medprog.engines.constraints import constraint_for
+
+    schema = constraint_for(RecruitExperts, {}).json_schema
+    opts = {"A": "Aspirin", "B": "Heparin"}
+    stem = "A 70-year-old woman presents with sudden chest pain radiating to the back and unequal arm pulses."
+    value = {"experts": [
+        {"role": "A", "description": "heparin", "hierarchy": "independent"},
+        {"role": "Cardiologist", "description": "sudden chest pain radiating to the back and unequal arm",
+         "hierarchy": "B."},
+    ]}
+    check = degenerate_strings(value, schema, opts, stem)
+    assert check.n_fields == 6
+    assert [d.split(":")[0] for d in check.degenerate] == [
+        "$.experts[0].role", "$.experts[0].description", "$.experts[1].description", "$.experts[1].hierarchy"]
+    assert "(short)" in check.degenerate[0] and "(option)" in check.degenerate[1]
+    assert "(question)" in check.degenerate[2] and "(letter)" in check.degenerate[3]
