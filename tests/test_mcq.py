@@ -182,4 +182,4 @@ def test_degenerate_strings_flags_letters_copies_and_one_character_fields():
     assert [d.split(":")[0] for d in check.degenerate] == [
         "$.experts[0].role", "$.experts[0].description", "$.experts[1].description", "$.experts[1].hierarchy"]
     assert "(short)" in check.degenerate[0] and "(option)" in check.degenerate[1]
-    assert "(question)" in check.degenerate[2] and "(letter)" in check.degenerate[3]
+    assert "(question)" in check.degenerate[2] and "(short)" in check.degenerate[3]  # "B." is a bare letter
