@@ -349,21 +349,18 @@ def compile_cmd(
     else:
         dev_split = _default_split(dev_path, merged.get("split_dev"), "val") if dev_path else None
     dev_examples = load(dev_path, dev_split) if dev_path else []
-    for key in ("allow_remote", "no_cache", "max_tokens", "threads"):
-        if merged.get(key) is not None:
-            options[key] = merged[key]
-    options["optimizer"] = name
-    options["progress"] = options.get("progress", True)
-    if merged.get("settings"):
-        options["settings"] = merged["settings"]
-    if merged.get("base"):
-        options["base"] = str(merged["base"])
-    if merged.get("members"):
-        options["members"] = [Path(m) for m in merged["members"]]
+    from medprog.optimizers.config import run_settings, split_options
+
+    run_opts, request_opts, options = split_options(options)  # -o keys of the run, of the program, the optimizer's
+    flags = {k: merged.get(k) for k in ("allow_remote", "no_cache", "max_tokens", "threads")}
+    settings = {**(merged.get("settings") or {}), **(request_opts.get("settings") or {})}
     req = CompileRequest(program=info, train=train_examples, dev=dev_examples, lm=merged.get("lm"),
                          teacher=merged.get("teacher"), out=Path(merged["out"]),
                          budget_calls=merged.get("budget_calls"), budget_tokens=merged.get("budget_tokens"),
-                         seed=int(merged.get("seed") or 0), options=options)
+                         seed=int(merged.get("seed") or 0), options=options,
+                         run=run_settings({"progress": True, **run_opts, **flags}), settings=settings or None,
+                         base=str(merged["base"]) if merged.get("base") else None,
+                         members=[Path(m) for m in merged.get("members") or []])
     for who, spec in (("student", req.lm), ("teacher", req.teacher)):
         if spec:
             _log(f"{who} text goes to {describe_destination(spec)}")

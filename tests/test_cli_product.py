@@ -86,7 +86,7 @@ def test_compile_directory_data_uses_train_and_val_splits(tmp_path: Path, monkey
     assert r.exit_code == 0, r.output
     req = seen["req"]
     assert (len(req.train), len(req.dev)) == (6, 4)
-    assert req.options["members"] == [tmp_path / "m1", tmp_path / "m2", tmp_path / "m3"]
+    assert req.members == [tmp_path / "m1", tmp_path / "m2", tmp_path / "m3"]
     assert req.options["num_candidates"] == 3 and req.options["auto"] == "light"
     r = invoke("compile", PROG, "extra", "--optimizer", "bootstrap", "--out", tmp_path / "x")
     assert r.exit_code == 2 and "only --members takes several values" in err(r)

@@ -24,11 +24,8 @@ def toy_data(tmp_path_factory) -> tuple[list, list]:
 def _compile(name: str, engine: Any, data: tuple[list, list], out: Path, teacher_engine: Any = None,
              **kw: Any) -> tuple[Path, dict[str, Any]]:
     train, dev = data
-    options = {"engine": engine, **kw.pop("options", {})}
-    if teacher_engine is not None:
-        options["teacher_engine"] = teacher_engine
     req = CompileRequest(program=TOY, train=train, dev=dev, lm="local:unused", teacher=None, out=out,
-                         options=options, **kw)
+                         engine=engine, teacher_engine=teacher_engine, **kw)
     path = get_optimizer(name)(req)
     return path, json.loads((path / "report.json").read_text())
 
@@ -133,7 +130,7 @@ def test_budget_exhausted_passes_through_except_exception() -> None:
 
 def test_compile_needs_train_data(toy_data, tmp_path: Path) -> None:
     req = CompileRequest(program=TOY, train=[], dev=toy_data[1], lm="local:x", teacher=None, out=tmp_path / "a",
-                         options={"engine": FakeEngine()})
+                         engine=FakeEngine())
     with pytest.raises(CompileError, match="needs training examples"):
         get_optimizer("bootstrap")(req)
 

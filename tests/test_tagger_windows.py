@@ -75,25 +75,25 @@ def test_tagger_reassembles_window_outputs_at_the_right_offsets():
 
 
 def _batch(tiny_engine, examples):
-    from medprog.optimizers.dft import _collate, _rows
+    from medprog.optimizers.batches import collator, training_rows
     from medprog.signatures.tagging import TagDecisions
 
-    rows = _rows(TagDecisions, examples, tiny_engine.tokenizer, choice=True)
-    return _collate(tiny_engine.tokenizer.pad_token_id)(rows)
+    rows = training_rows(TagDecisions, examples, tiny_engine.tokenizer, choice=True)
+    return collator(tiny_engine.tokenizer.pad_token_id)(rows)
 
 
 @pytest.mark.parametrize("category_weight", [0.0, 1.0])
 def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_engine, category_weight):
-    from medprog.optimizers.dft import _loss
+    from medprog.optimizers.losses import training_loss
 
     model = tiny_engine.model
     batch = _batch(tiny_engine, train_examples([_example()], {"window_chars": 1}))
     assert batch["shared_prefix"] > 10  # system prompt and template up to the note
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
-    shared = _loss(model, batch, "ce", category_weight=category_weight)
+    shared = training_loss(model, batch, "ce", category_weight=category_weight)
     g_shared = torch.autograd.grad(shared, params)
-    full = _loss(model, {**batch, "shared_prefix": 0}, "ce", category_weight=category_weight)
+    full = training_loss(model, {**batch, "shared_prefix": 0}, "ce", category_weight=category_weight)
     g_full = torch.autograd.grad(full, params)
     model.eval()
     assert torch.allclose(shared, full, atol=1e-5)
@@ -102,14 +102,14 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_engine, category_w
 
 
 def test_category_loss_covers_only_gold_openings(tiny_engine):
-    from medprog.optimizers.dft import _loss
+    from medprog.optimizers.losses import training_loss
 
     model = tiny_engine.model
     tagged = _batch(tiny_engine, [_example()])
     untagged = _batch(tiny_engine, [_example(NOTE)])
     with torch.no_grad():
-        assert _loss(model, tagged, "ce", category_weight=1.0) > _loss(model, tagged, "ce")
-        assert torch.equal(_loss(model, untagged, "ce", category_weight=1.0), _loss(model, untagged, "ce"))
+        assert training_loss(model, tagged, "ce", category_weight=1.0) > training_loss(model, tagged, "ce")
+        assert torch.equal(training_loss(model, untagged, "ce", category_weight=1.0), training_loss(model, untagged, "ce"))
     opens = tagged["dp_opens"].gather(1, tagged["dp_targets"][:, None]).squeeze(1)
     assert int(opens.sum()) == 4  # four gold spans open
 
@@ -117,7 +117,7 @@ def test_category_loss_covers_only_gold_openings(tiny_engine):
 def test_time_cosine_ends_low_when_the_budget_runs_out_first():
     import time
 
-    from medprog.optimizers.dft import time_cosine
+    from medprog.optimizers.dft_train import time_cosine
 
     f = time_cosine(budget_s=0.2, max_steps=1000, warmup_steps=10)
     assert f(0) == pytest.approx(0.1) and f(20) > 0.9

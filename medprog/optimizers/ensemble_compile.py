@@ -8,11 +8,24 @@ in the artifact. `apply_ensemble` combines members' test outputs with the tuned 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from medprog.data.meddec import MedDecNote, read_submission, write_submission
+from medprog.optimizers.config import parse_options
 from medprog.optimizers.ensemble import ConsensusParams, consensus, tune_ensemble
+from medprog.optimizers.request import CompileError, CompileRequest
+
+
+@dataclass
+class EnsembleConfig:
+    """``ensemble``: how the consensus thresholds are tuned."""
+
+    n_trials: int = field(default=60, metadata={"help": "Optuna trials over the four thresholds on the dev notes."})
+
+    def __post_init__(self) -> None:
+        if self.n_trials < 1:
+            raise ValueError(f"n_trials must be at least 1, got {self.n_trials}")
 
 
 def read_member(path: Path) -> dict[str, list[tuple[int, int, int]]]:
@@ -20,20 +33,19 @@ def read_member(path: Path) -> dict[str, list[tuple[int, int, int]]]:
     path = Path(path)
     file = path / "predictions.json" if path.is_dir() else path
     if not file.is_file():
-        from medprog.optimizers.base import CompileError
-
         raise CompileError(f"{path}: no predictions.json (run `medprog eval` for this member first)")
     return read_submission(file)
 
 
-def compile_ensemble(req: Any) -> Path:
+def compile_ensemble(req: CompileRequest) -> Path:
+    """Tune Span-Cluster Consensus over ``req.members`` on the dev notes; save the thresholds."""
     from medprog.artifact import save_artifact
-    from medprog.optimizers.base import CompileError
 
+    cfg = parse_options(EnsembleConfig, req.options, optimizer="ensemble")
     info = req.program
     if info.name != "tagger":
         raise CompileError("the ensemble optimizer combines tagger outputs (span predictions)")
-    members = [Path(m) for m in req.options.get("members") or []]
+    members = [Path(m) for m in req.members]
     if len(members) < 2:
         raise CompileError("the ensemble optimizer needs at least two --members (eval output directories)")
     if not req.dev:
@@ -41,7 +53,7 @@ def compile_ensemble(req: Any) -> Path:
     dev_notes = [MedDecNote.model_validate(ex.meddec) for ex in req.dev]
     ids = {n.id for n in dev_notes}
     preds = [{k: v for k, v in read_member(m).items() if k in ids} for m in members]
-    params, metrics = tune_ensemble(preds, dev_notes, n_trials=int(req.options.get("n_trials", 60)), seed=req.seed)
+    params, metrics = tune_ensemble(preds, dev_notes, n_trials=cfg.n_trials, seed=req.seed)
     from medprog.metrics.meddec import score
 
     member_metrics = [{k: score(dev_notes, p)[k] for k in ("span_f1", "token_f1", "overall")} for p in preds]

@@ -17,37 +17,20 @@ from __future__ import annotations
 
 import json
 import os
-import time
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import dspy
 
 from medprog.engines.constraints import ConstraintViolation, check_text, constraint_for, output_mode, parse_output
+from medprog.optimizers.config import parse_options
+from medprog.optimizers.grpo_config import GRPOConfig
+from medprog.optimizers.request import CompileError, CompileRequest
 from medprog.optimizers.training_data import prompt_messages
-
-
-@dataclass
-class GRPOSettings:
-    """GRPO defaults sized for a CPU demonstration run."""
-
-    steps: int = 20
-    num_generations: int = 4
-    batch_size: int = 4
-    learning_rate: float = 5e-5
-    temperature: float = 1.0
-    loss_type: str = "dapo"
-    multi_objective_aggregation: str = "normalize_then_sum"
-    max_completion_length: int = 384
-    """Token limit of free (unconstrained) rollouts; a constrained tagging rollout always runs to its end."""
-    constrained: bool = True
-    """Sample ``TaggedText`` outputs under the tagging constraint (see the module docstring)."""
-    lora: bool = True
-    beta: float = 0.0
-    limit: int = 64
-    """Training prompts used (the first ``limit`` examples)."""
+from medprog.optimizers.weights import WeightsTarget, lora_config, resolve_base, run_weights, save_model
 
 
 def _text(completion: Any) -> str:
@@ -150,30 +133,29 @@ def tagged_rollouts(signature: Any, examples: list[dspy.Example], tokenizer, tem
     return rollout
 
 
-def compile_grpo(req: Any) -> Path:
-    """``medprog compile PROGRAM --optimizer grpo --base ARTIFACT --train DATA --out ART``."""
+def _trl_args(cfg: GRPOConfig, out: Path, seed: int, eos_token_id: int) -> Any:
+    import torch
+    import trl
+
+    return trl.GRPOConfig(
+        output_dir=str(out / "_trainer"), max_steps=cfg.steps, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size, num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, loss_type=cfg.loss_type,
+        multi_objective_aggregation=cfg.multi_objective_aggregation, beta=cfg.beta, logging_steps=1,
+        save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(), seed=seed,
+        disable_tqdm=True, gradient_checkpointing=False, generation_kwargs={"eos_token_id": eos_token_id},
+    )
+
+
+def train_grpo(target: WeightsTarget, base: str, cfg: GRPOConfig) -> dict[str, Any]:
+    """GRPO on ``base`` with the program's rewards; merged weights saved to ``target.weights``."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
-    from medprog.artifact import save_artifact
-    from medprog.optimizers.base import CompileError
-    from medprog.optimizers.dft import _base_model_dir, _the_predictor
-
-    info = req.program
-    base = _base_model_dir(req.options.get("base"))
-    if base is None:
-        raise CompileError("grpo starts from a compiled artifact or model directory: pass --base")
-    s = GRPOSettings()
-    for key, value in req.options.items():
-        if key in GRPOSettings.__dataclass_fields__:
-            setattr(s, key, type(getattr(s, key))(value))
-    settings = {**info.defaults, **(req.options.get("settings") or {})}
-    module = info.build(**settings)
-    _, predictor = _the_predictor(module, req.options.get("predictor"))
-    signature = predictor.signature
-    train = (info.train_examples(req.train, settings) if info.train_examples else req.train)[: s.limit]
+    req, signature = target.req, target.signature
+    train = target.training_examples(req.train)[: cfg.limit]
     if not train:
         raise CompileError("grpo needs training examples (--train)")
     examples = {str(ex.id): ex for ex in train}
@@ -181,40 +163,27 @@ def compile_grpo(req: Any) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(base)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft_config = None
-    if s.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                 target_modules="all-linear")
-    constrained = s.constrained and output_mode(signature) == "tagged"
-    rewards = reward_functions(info, signature, examples, constrained)
-    args = GRPOConfig(
-        output_dir=str(Path(req.out) / "_trainer"), max_steps=s.steps, learning_rate=s.learning_rate,
-        per_device_train_batch_size=s.batch_size, num_generations=s.num_generations,
-        max_completion_length=s.max_completion_length, temperature=s.temperature, loss_type=s.loss_type,
-        multi_objective_aggregation=s.multi_objective_aggregation, beta=s.beta, logging_steps=1,
-        save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(), seed=req.seed,
-        disable_tqdm=True, gradient_checkpointing=False, generation_kwargs={"eos_token_id": tokenizer.eos_token_id},
-    )
-    t0 = time.perf_counter()
-    rollout = tagged_rollouts(signature, train, tokenizer, s.temperature) if constrained else None
+    constrained = cfg.constrained and output_mode(signature) == "tagged"
+    rollout = tagged_rollouts(signature, train, tokenizer, cfg.temperature) if constrained else None
     if rollout is not None:
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
-    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config, rollout_func=rollout)
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_functions(req.program, signature, examples, constrained),
+                          args=_trl_args(cfg, Path(req.out), req.seed, tokenizer.eos_token_id), train_dataset=dataset,
+                          processing_class=tokenizer, peft_config=lora_config() if cfg.lora else None,
+                          rollout_func=rollout)
     trainer.train()
     history = [{"step": h.get("step"), "reward": h.get("reward"),
                 **{k: v for k, v in h.items() if k.startswith("rewards/") and k.endswith("/mean")}}
                for h in trainer.state.log_history if "reward" in h]
-    model = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
-    weights = Path(req.out) / "weights"
-    model.save_pretrained(weights, safe_serialization=True)
-    tokenizer.save_pretrained(weights)
-    import shutil
-
+    save_model(trainer.model, tokenizer, target.weights)
     shutil.rmtree(Path(req.out) / "_trainer", ignore_errors=True)
-    report = {"optimizer": "grpo", "settings": {**s.__dict__, "constrained": constrained}, "reward_history": history,
-              "wall_s": round(time.perf_counter() - t0, 2)}
-    return save_artifact(req.out, info, module, settings=settings, report=report, weights=weights,
-                         engine={"temperature": 0.0})
+    return {"settings": {**asdict(cfg), "constrained": constrained}, "reward_history": history}
+
+
+def compile_grpo(req: CompileRequest) -> Path:
+    """``medprog compile PROGRAM --optimizer grpo --base ARTIFACT --train DATA --out ART``."""
+    cfg = parse_options(GRPOConfig, req.options, optimizer="grpo")
+    base = resolve_base(req.base)
+    if base is None:
+        raise CompileError("grpo starts from a compiled artifact or model directory: pass --base")
+    return run_weights(req, "grpo", cfg.predictor, cfg.threads, lambda target: train_grpo(target, base, cfg))

@@ -2,9 +2,9 @@
 
 Each is driven by the program's own per-example score (``ProgramInfo.score``), runs with
 medprog's adapter (every call constrained), honours the compile budget, and writes an
-artifact (see `medprog.optimizers.base.run_prompt_optimizer`). Knobs come from
-``CompileRequest.options`` (``--option KEY=VALUE`` or the ``[options]`` table of the
-config file); the defaults keep small runs small.
+artifact (see `medprog.optimizers.base.run_prompt_optimizer`). Knobs are the fields of each
+strategy's config (`medprog.optimizers.prompt_config`), set with ``-o KEY=VALUE`` or the
+``[options]`` table of the config file; the defaults keep small runs small.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 import dspy
 from dspy.teleprompt import BootstrapFewShot
 
-from medprog.optimizers.base import BudgetExhausted, CompileError, CompileRequest, Session, run_prompt_optimizer
+from medprog.optimizers.base import BudgetExhausted, CompileRequest, Session, run_prompt_optimizer
+from medprog.optimizers.config import parse_options
+from medprog.optimizers.prompt_config import BootstrapConfig, GEPAConfig, MIPROConfig, RandomSearchConfig
 
 
 def _teacher_settings(s: Session) -> dict[str, Any]:
@@ -48,38 +50,36 @@ class BudgetedBootstrap(BootstrapFewShot):
 
 def bootstrap(req: CompileRequest) -> Path:
     """Few-shot demos bootstrapped from the program's own successful traces (dspy BootstrapFewShot)."""
-    o = req.options
+    o = parse_options(BootstrapConfig, req.options, optimizer="bootstrap")
 
     def optimize(student: Any, s: Session) -> Any:
-        tp = BudgetedBootstrap(metric=s.metric, metric_threshold=o.get("metric_threshold"),
+        tp = BudgetedBootstrap(metric=s.metric, metric_threshold=o.metric_threshold,
                                teacher_settings=_teacher_settings(s),
-                               max_bootstrapped_demos=int(o.get("max_bootstrapped_demos", 4)),
-                               max_labeled_demos=int(o.get("max_labeled_demos", 4)),
-                               max_rounds=int(o.get("max_rounds", 1)), max_errors=o.get("max_errors"))
+                               max_bootstrapped_demos=o.max_bootstrapped_demos, max_labeled_demos=o.max_labeled_demos,
+                               max_rounds=o.max_rounds, max_errors=o.max_errors)
         program = tp.compile(student, trainset=_shuffled(req.train, req.seed))
         if tp.exhausted:
             s.budget.reason = s.budget.reason or tp.exhausted
         return program
 
-    return run_prompt_optimizer(req, "bootstrap", optimize)
+    return run_prompt_optimizer(req, "bootstrap", o, optimize)
 
 
 def random_search(req: CompileRequest) -> Path:
     """Several bootstrapped demo sets scored on dev; the best wins (BootstrapFewShotWithRandomSearch)."""
     from dspy.teleprompt import BootstrapFewShotWithRandomSearch
 
-    o = req.options
+    o = parse_options(RandomSearchConfig, req.options, optimizer="random-search")
 
     def optimize(student: Any, s: Session) -> Any:
         tp = BootstrapFewShotWithRandomSearch(
-            metric=s.metric, metric_threshold=o.get("metric_threshold"), teacher_settings=_teacher_settings(s),
-            max_bootstrapped_demos=int(o.get("max_bootstrapped_demos", 4)),
-            max_labeled_demos=int(o.get("max_labeled_demos", 4)), max_rounds=int(o.get("max_rounds", 1)),
-            num_candidate_programs=int(o.get("num_candidates", 4)), num_threads=s.threads,
-            max_errors=o.get("max_errors"), stop_at_score=o.get("stop_at_score"))
+            metric=s.metric, metric_threshold=o.metric_threshold, teacher_settings=_teacher_settings(s),
+            max_bootstrapped_demos=o.max_bootstrapped_demos, max_labeled_demos=o.max_labeled_demos,
+            max_rounds=o.max_rounds, num_candidate_programs=o.num_candidates, num_threads=s.threads,
+            max_errors=o.max_errors, stop_at_score=o.stop_at_score)
         return tp.compile(student, trainset=_shuffled(req.train, req.seed), valset=req.dev or None)
 
-    return run_prompt_optimizer(req, "random-search", optimize)
+    return run_prompt_optimizer(req, "random-search", o, optimize)
 
 
 @contextlib.contextmanager
@@ -112,41 +112,32 @@ def mipro(req: CompileRequest) -> Path:
     ``num_candidates`` and ``num_trials`` for an explicit, small search. The prompt model
     is ``--teacher`` when given, else the student's model.
     """
-    o = req.options
+    o = parse_options(MIPROConfig, req.options, optimizer="mipro")
 
     def optimize(student: Any, s: Session) -> Any:
         from dspy.teleprompt import MIPROv2
 
-        explicit = o.get("num_candidates") is not None or o.get("num_trials") is not None
-        if explicit and (o.get("num_candidates") is None or o.get("num_trials") is None):
-            raise CompileError("mipro: set both num_candidates and num_trials, or neither (then auto sizes the search)")
-        auto = None if explicit else o.get("auto", "light")
-        prompt_lm = s.reflection_lm(temperature=float(o.get("prompt_temperature", 1.0)),
-                                    max_tokens=int(o.get("prompt_max_tokens", 1024)))
+        prompt_lm = s.reflection_lm(temperature=o.prompt_temperature, max_tokens=o.prompt_max_tokens)
         tp = MIPROv2(metric=s.metric, prompt_model=prompt_lm, task_model=s.lm, teacher_settings=_teacher_settings(s),
-                     max_bootstrapped_demos=int(o.get("max_bootstrapped_demos", 4)),
-                     max_labeled_demos=int(o.get("max_labeled_demos", 4)), auto=auto,
-                     num_candidates=int(o["num_candidates"]) if explicit else None, num_threads=s.threads,
-                     max_errors=o.get("max_errors"), seed=req.seed, verbose=False, track_stats=False,
-                     metric_threshold=o.get("metric_threshold"))
+                     max_bootstrapped_demos=o.max_bootstrapped_demos, max_labeled_demos=o.max_labeled_demos,
+                     auto=None if o.explicit else o.auto, num_candidates=o.num_candidates, num_threads=s.threads,
+                     max_errors=o.max_errors, seed=req.seed, verbose=False, track_stats=False,
+                     metric_threshold=o.metric_threshold)
         valset = req.dev or None
         n_val = len(valset) if valset else max(1, int(len(req.train) * 0.8))
-        minibatch_size = int(o.get("minibatch_size", 35))
+        minibatch = o.minibatch if o.minibatch is not None else n_val > o.minibatch_size
         with tolerant_proposals() as failures:
             program = tp.compile(
-                student, trainset=req.train, valset=valset,
-            num_trials=int(o["num_trials"]) if explicit else None,
-                minibatch=bool(o.get("minibatch", n_val > minibatch_size)), minibatch_size=minibatch_size,
-                program_aware_proposer=bool(o.get("program_aware_proposer", True)),
-                data_aware_proposer=bool(o.get("data_aware_proposer", True)),
-                tip_aware_proposer=bool(o.get("tip_aware_proposer", True)),
-                fewshot_aware_proposer=bool(o.get("fewshot_aware_proposer", True)),
-                view_data_batch_size=int(o.get("view_data_batch_size", 10)),
+                student, trainset=req.train, valset=valset, num_trials=o.num_trials,
+                minibatch=minibatch, minibatch_size=o.minibatch_size,
+                program_aware_proposer=o.program_aware_proposer, data_aware_proposer=o.data_aware_proposer,
+                tip_aware_proposer=o.tip_aware_proposer, fewshot_aware_proposer=o.fewshot_aware_proposer,
+                view_data_batch_size=o.view_data_batch_size,
             )
         s.notes["failed_proposals"] = failures
         return program
 
-    return run_prompt_optimizer(req, "mipro", optimize)
+    return run_prompt_optimizer(req, "mipro", o, optimize)
 
 
 def _feedback_metric(s: Session):
@@ -242,29 +233,21 @@ def gepa(req: CompileRequest) -> Path:
     """
     from dspy.teleprompt import GEPA
 
-    o = req.options
+    from dspy.teleprompt.gepa.instruction_proposal import InstructionProposer
+
+    o = parse_options(GEPAConfig, req.options, optimizer="gepa")
 
     def optimize(student: Any, s: Session) -> Any:
-        budget: dict[str, Any] = {}
-        if o.get("max_metric_calls") is not None:
-            budget["max_metric_calls"] = int(o["max_metric_calls"])
-        elif o.get("max_full_evals") is not None:
-            budget["max_full_evals"] = int(o["max_full_evals"])
-        else:
-            budget["auto"] = o.get("auto", "light")
-        reflection = s.reflection_lm(temperature=float(o.get("reflection_temperature", 1.0)),
-                                     max_tokens=int(o.get("reflection_max_tokens", 1024)))
-        from dspy.teleprompt.gepa.instruction_proposal import InstructionProposer
-
-        max_chars = int(o.get("instruction_max_chars", 3000))
-        proposer = InstructionProposer(adapter=proposal_adapter(max_chars), max_chars=max_chars)
+        reflection = s.reflection_lm(temperature=o.reflection_temperature, max_tokens=o.reflection_max_tokens)
+        proposer = InstructionProposer(adapter=proposal_adapter(o.instruction_max_chars),
+                                       max_chars=o.instruction_max_chars)
         tp = GEPA(metric=_feedback_metric(s), reflection_lm=reflection, instruction_proposer=proposer,
-                  reflection_minibatch_size=int(o.get("reflection_minibatch_size", 3)),
-                  candidate_selection_strategy=o.get("candidate_selection_strategy", "pareto"),
-                  use_merge=bool(o.get("use_merge", True)), num_threads=s.threads, seed=req.seed,
-                  track_stats=False, failure_score=0.0, perfect_score=float(o.get("perfect_score", 1.0)),
+                  reflection_minibatch_size=o.reflection_minibatch_size,
+                  candidate_selection_strategy=o.candidate_selection_strategy, use_merge=o.use_merge,
+                  num_threads=s.threads, seed=req.seed, track_stats=False, failure_score=0.0,
+                  perfect_score=o.perfect_score,
                   gepa_kwargs={"stop_callbacks": [_GepaBudgetStop(s)], "callbacks": [_GepaTracker(s, student)]},
-                  **budget)
+                  **o.budget())
         return tp.compile(student, trainset=req.train, valset=req.dev or None)
 
-    return run_prompt_optimizer(req, "gepa", optimize)
+    return run_prompt_optimizer(req, "gepa", o, optimize)

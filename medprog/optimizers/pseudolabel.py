@@ -10,11 +10,41 @@ with DFT. Dev metrics before and after go in the report.
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dspy
+
+from medprog.engines.constraints import output_mode
+from medprog.optimizers.batches import collator, trained_on_choices, training_rows
+from medprog.optimizers.config import parse_options
+from medprog.optimizers.dft_config import DFTConfig
+from medprog.optimizers.dft_train import train_dft
+from medprog.optimizers.losses import training_loss
+from medprog.optimizers.request import CompileError, CompileRequest
+from medprog.optimizers.weights import WeightsTarget, evaluate_weights, resolve_base, run_weights
+
+
+@dataclass
+class PseudolabelConfig(DFTConfig):
+    """`DFTConfig` for the fine-tuning, plus where the unlabelled inputs are and how many labels to keep."""
+
+    unlabelled: str | None = field(default=None, metadata={"help": (
+        "Unlabelled inputs: DIR[:SPLIT] or FILE, in the program's data format (gold outputs there are ignored).")})
+    quantile: float = field(default=0.1, metadata={"help": "Fraction of the labels kept, most confident first."})
+    limit: int | None = field(default=None, metadata={"help": "Label only the first N unlabelled examples."})
+    lora: bool = field(default=False, metadata={"help": (
+        "Train LoRA adapters instead of full weights (off: the base is usually medprog's own small model).")})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.unlabelled:
+            raise ValueError("pseudolabel needs -o unlabelled=DIR[:SPLIT]")
+        if not 0.0 < self.quantile <= 1.0:
+            raise ValueError(f"quantile must be in (0, 1], got {self.quantile}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {self.limit}")
 
 
 def mean_nll(model, tokenizer, signature: Any, examples: list[dspy.Example], choice: bool = False) -> list[float]:
@@ -22,12 +52,11 @@ def mean_nll(model, tokenizer, signature: Any, examples: list[dspy.Example], cho
     ``choice`` per decision the tagging constraint leaves open (the training objective's own loss)."""
     import torch
 
-    from medprog.optimizers.dft import _collate, _loss, _rows
-
-    collate = _collate(tokenizer.pad_token_id)
+    collate = collator(tokenizer.pad_token_id)
     model.eval()
     with torch.inference_mode():
-        return [float(_loss(model, collate(_rows(signature, [ex], tokenizer, choice)), "ce")) for ex in examples]
+        return [float(training_loss(model, collate(training_rows(signature, [ex], tokenizer, choice)), "ce"))
+                for ex in examples]
 
 
 def _load_split(info: Any, spec: str) -> list[dspy.Example]:
@@ -35,71 +64,59 @@ def _load_split(info: Any, spec: str) -> list[dspy.Example]:
     return list(info.load(Path(path), split or None))
 
 
-def compile_pseudolabel(req: Any) -> Path:
-    """``medprog compile PROGRAM --optimizer pseudolabel --base ARTIFACT --train DATA -o unlabelled=DIR[:SPLIT]``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from medprog.artifact import save_artifact
+def _label(target: WeightsTarget, base: str, unlabelled: list[dspy.Example]) -> list[dspy.Example]:
+    """The unlabelled examples with the base model's outputs as their labels (failed ones left out)."""
     from medprog.engines.spec import make_engine
     from medprog.evaluation import evaluate
-    from medprog.optimizers.base import CompileError
-    from medprog.optimizers.dft import (_base_model_dir, _the_predictor, _trained_on_choices, dft_config_from_options,
-                                        train_dft)
-    from medprog.engines.constraints import output_mode
 
-    info = req.program
-    base = _base_model_dir(req.options.get("base"))
-    if base is None or "unlabelled" not in req.options:
-        raise CompileError("pseudolabel needs --base ARTIFACT and -o unlabelled=DIR[:SPLIT]")
-    quantile = float(req.options.get("quantile", 0.1))
-    settings = {**info.defaults, **(req.options.get("settings") or {})}
-    module = info.build(**settings)
-    _, predictor = _the_predictor(module, req.options.get("predictor"))
-    signature = predictor.signature
-    out_field = next(iter(signature.output_fields))
-    unlabelled = _load_split(info, str(req.options["unlabelled"]))
-    limit = int(req.options.get("limit", len(unlabelled)))
-    unlabelled = unlabelled[:limit]
-    t0 = time.perf_counter()
-
-    def dev_metrics(model_dir: str) -> dict[str, Any]:
-        if not req.dev:
-            return {}
-        result = evaluate(info, module, req.dev, make_engine(f"local:{model_dir}", cache_dir=False), None,
-                          concurrency=8, lm_kwargs={"temperature": 0.0}, progress=False)
-        return result.metrics
-
-    labelled = evaluate(info, module, unlabelled, make_engine(f"local:{base}", cache_dir=False), None,
-                        concurrency=8, lm_kwargs={"temperature": 0.0}, progress=False)
+    out_field = next(iter(target.signature.output_fields))
+    engine = make_engine(f"local:{base}", cache_dir=False)
+    try:
+        labelled = evaluate(target.req.program, target.module, unlabelled, engine, None,
+                            concurrency=target.req.run.threads or 8, lm_kwargs={"temperature": 0.0}, progress=False)
+    finally:
+        engine.close()
     by_id = {str(ex.id): ex for ex in unlabelled}
-    candidates = []
+    out = []
     for line in labelled.lines:
         rec = line.get("record") or {}
         output = rec.get(out_field)
-        if line.get("error") is not None or output is None or str(rec.get("id")) not in by_id:
-            continue
-        candidates.append(by_id[str(rec["id"])].copy(**{out_field: output}))
-    gold, labelled_ok = list(req.train), len(candidates)
-    if info.train_examples:
-        candidates, gold = info.train_examples(candidates, settings), info.train_examples(gold, settings)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    choice = output_mode(signature) == "tagged" and _trained_on_choices(base)
-    nll = mean_nll(model, tokenizer, signature, candidates, choice)
-    keep_n = max(1, int(round(quantile * len(candidates)))) if candidates else 0
+        if line.get("error") is None and output is not None and str(rec.get("id")) in by_id:
+            out.append(by_id[str(rec["id"])].copy(**{out_field: output}))
+    return out
+
+
+def train_pseudolabel(target: WeightsTarget, cfg: PseudolabelConfig) -> dict[str, Any]:
+    """Label, rank by confidence, keep the top quantile, fine-tune on gold + kept; dev before and after."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = str(cfg.base)
+    unlabelled = _load_split(target.req.program, str(cfg.unlabelled))[: cfg.limit]
+    candidates = _label(target, base, unlabelled)
+    labelled_ok = len(candidates)
+    candidates, gold = target.training_examples(candidates), target.training_examples(target.req.train)
+    choice = output_mode(target.signature) == "tagged" and trained_on_choices(base)
+    nll = mean_nll(AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base), target.signature,
+                   candidates, choice)
+    keep_n = max(1, int(round(cfg.quantile * len(candidates)))) if candidates else 0
     ranked = sorted(zip(nll, range(len(candidates))))[:keep_n]
-    kept = [candidates[i] for _, i in ranked]
-    before = dev_metrics(base)
-    cfg = dft_config_from_options({**req.options, "base": req.options["base"]}, req.seed)
-    cfg.lora = bool(req.options.get("lora", False))
-    weights = Path(req.out) / "weights"
-    training = train_dft(signature, gold + kept, weights, cfg)
-    after = dev_metrics(str(weights))
+    before = evaluate_weights(target, base)
+    training = train_dft(target.signature, gold + [candidates[i] for _, i in ranked], target.weights, cfg)
+    after = evaluate_weights(target, target.weights)
     report = {
-        "optimizer": "pseudolabel", "unlabelled": len(unlabelled), "labelled_ok": labelled_ok, "kept": len(kept),
+        "unlabelled": len(unlabelled), "labelled_ok": labelled_ok, "kept": len(ranked),
         "candidates": len(candidates), "confidence": "choice NLL" if choice else "token NLL",
-        "quantile": quantile, "kept_mean_nll": [round(x, 4) for x, _ in ranked],
-        "dev_before": before, "dev_after": after, "training": training, "wall_s": round(time.perf_counter() - t0, 2),
+        "quantile": cfg.quantile, "kept_mean_nll": [round(x, 4) for x, _ in ranked],
+        "dev_before": (before or {}).get("metrics", {}), "dev_after": (after or {}).get("metrics", {}),
+        "training": training,
     }
-    return save_artifact(req.out, info, module, settings=settings, report=report, weights=weights,
-                         engine={"temperature": 0.0})
+    return {**report, "dev": after} if after is not None else report
+
+
+def compile_pseudolabel(req: CompileRequest) -> Path:
+    """``medprog compile PROGRAM --optimizer pseudolabel --base ARTIFACT --train DATA -o unlabelled=DIR[:SPLIT]``."""
+    base = resolve_base(req.base)
+    if base is None:
+        raise CompileError("pseudolabel needs --base ARTIFACT and -o unlabelled=DIR[:SPLIT]")
+    cfg = parse_options(PseudolabelConfig, req.options, optimizer="pseudolabel", base=base, seed=req.seed)
+    return run_weights(req, "pseudolabel", cfg.predictor, cfg.threads, lambda target: train_pseudolabel(target, cfg))
