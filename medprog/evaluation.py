@@ -411,6 +411,9 @@ def evaluate(info: Any, module: Any, examples: list[Any], engine: Any, out_dir: 
         if report:
             from medprog.report import write_report
 
-            write_report(out / REPORT, summary=summary, lines=lines, title=f"medprog eval: {getattr(info, 'name', '')}")
+            notes_hook = getattr(info, "report_notes", None)
+            ok = [r["record"] for r in lines if r.get("error") is None and r.get("record") is not None]
+            write_report(out / REPORT, summary=summary, lines=lines, title=f"medprog eval: {getattr(info, 'name', '')}",
+                         notes=notes_hook(examples, ok) if notes_hook is not None else None)
             files.append(out / REPORT)
     return EvalResult(metrics=metrics, summary=summary, lines=lines, out_dir=out, files=files)

@@ -4,6 +4,9 @@ It shows the metrics, plots embedded as base64 PNGs (per category or option, per
 subgroup, calls and tokens per step), the cost table, and a sample of predictions
 (HTML-escaped). Plots are found generically in the program's metrics: any ``per_*``
 mapping is a per-category/option chart, ``groups``/``subgroups`` a per-subgroup chart.
+Subgroups given per dimension (``{"sex": {"Female": {...}}}``) also get a table of score and
+size per group with the worst group named. A span-tagging program may pass its notes
+(:class:`medprog.report_spans.NotesView`): they are shown highlighted, gold beside predicted.
 """
 
 from __future__ import annotations
@@ -16,19 +19,24 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medprog.report_spans import STYLE as SPANS_STYLE
+from medprog.report_spans import NotesView, render_notes
+
 RESERVED = {"usage", "run", "n", "n_done", "n_ok", "n_failed", "mean_score", "wall_s"}
 GROUP_KEYS = ("groups", "subgroups", "per_group", "per_subgroup")
 PREFERRED = ("f1", "span_f1", "base", "accuracy", "acc", "score", "mean")
+GROUP_PREFERRED = ("base", "score", *PREFERRED)
+"""A subgroup's score: MedDec's per-group base (its worst group is the lowest base) first."""
 
 
-def _number(value: Any) -> float | None:
+def _number(value: Any, prefer: tuple[str, ...] = PREFERRED) -> float | None:
     """A number to plot for a metric value: itself, or a preferred numeric field of a dict."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, dict):
-        for k in PREFERRED:
+        for k in prefer:
             if isinstance(value.get(k), (int, float)) and not isinstance(value.get(k), bool):
                 return float(value[k])
         for v in value.values():
@@ -37,15 +45,15 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _series(mapping: dict[str, Any]) -> tuple[list[str], list[float], str]:
+def _series(mapping: dict[str, Any], prefer: tuple[str, ...] = PREFERRED) -> tuple[list[str], list[float], str]:
     labels, values, field = [], [], ""
     for k, v in mapping.items():
-        n = _number(v)
+        n = _number(v, prefer)
         if n is not None:
             labels.append(str(k))
             values.append(n)
             if isinstance(v, dict) and not field:
-                field = next((f for f in PREFERRED if isinstance(v.get(f), (int, float))), "")
+                field = next((f for f in prefer if isinstance(v.get(f), (int, float))), "")
     return labels, values, field
 
 
@@ -101,14 +109,30 @@ def _usage_plot(steps: dict[str, dict[str, Any]]) -> str:
     return uri
 
 
+def nested_groups(value: Any) -> bool:
+    """Whether subgroups are given per dimension: ``{dim: {group: {metric: number}}}``."""
+    return (isinstance(value, dict) and bool(value)
+            and all(isinstance(g, dict) and g and all(isinstance(m, dict) for m in g.values())
+                    for g in value.values()))
+
+
+def flat_groups(value: dict[str, Any]) -> dict[str, Any]:
+    """``{dim: {group: stats}}`` → ``{"dim=group": stats}`` (flat mappings pass through)."""
+    if not nested_groups(value):
+        return value
+    return {f"{dim}={grp}": stats for dim, groups in value.items() for grp, stats in groups.items()}
+
+
 def plots(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(title, data URI) for every chart the summary supports."""
     out = []
     for key, value in summary.items():
         if key in RESERVED or not isinstance(value, dict) or not value:
             continue
+        if key in GROUP_KEYS:
+            value = flat_groups(value)
         if key.startswith("per_") or key in GROUP_KEYS:
-            labels, values, field = _series(value)
+            labels, values, field = _series(value, GROUP_PREFERRED if key in GROUP_KEYS else PREFERRED)
             if labels:
                 kind = "per subgroup" if key in GROUP_KEYS else key.replace("_", " ")
                 title = f"{kind}" + (f" ({field})" if field else "")
@@ -138,7 +162,7 @@ def _metric_tables(summary: dict[str, Any]) -> str:
                if k not in ("usage", "run") and not isinstance(v, (dict, list))]
     parts = ["<h2>Metrics</h2>", _table(["metric", "value"], scalars)]
     for key, value in summary.items():
-        if key in RESERVED or not isinstance(value, dict) or not value:
+        if key in RESERVED or not isinstance(value, dict) or not value or (key in GROUP_KEYS and nested_groups(value)):
             continue
         cols: list[str] = []
         for v in value.values():
@@ -147,6 +171,37 @@ def _metric_tables(summary: dict[str, Any]) -> str:
         rows = [[k] + ([v.get(c, "") for c in cols] if isinstance(v, dict) else [v]) for k, v in value.items()]
         parts.append(f"<h3>{html.escape(key)}</h3>" + _table([key] + (cols or ["value"]), rows))
     return "\n".join(parts)
+
+
+def _group_score(stats: dict[str, Any]) -> float | None:
+    return _number(stats, GROUP_PREFERRED)
+
+
+def subgroup_table(summary: dict[str, Any]) -> str:
+    """Score and size per subgroup (groups given per dimension), the worst row marked and named."""
+    key = next((k for k in GROUP_KEYS if nested_groups(summary.get(k))), None)
+    if key is None:
+        return ""
+    rows = [(dim, grp, stats) for dim, groups in summary[key].items() for grp, stats in groups.items()]
+    cols: list[str] = []
+    for _, _, stats in rows:
+        cols += [c for c, v in stats.items() if c not in cols and isinstance(v, (int, float))]
+    named = summary.get("worst_group")
+    scored = [(_group_score(st), f"{d}={g}") for d, g, st in rows if _group_score(st) is not None]
+    worst = named if any(name == named for _, name in scored) else min(scored)[1] if scored else None
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["dimension", "group", *cols])
+    body = ""
+    for d, g, st in rows:
+        cells = "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in [d, g, *(st.get(c, "") for c in cols)])
+        body += ('<tr class="worst">' if f"{d}={g}" == worst else "<tr>") + cells + "</tr>"
+    line = ""
+    if worst is not None:
+        d, g = worst.split("=", 1)
+        st = summary[key].get(d, {}).get(g, {})
+        size = f" over {st['n_notes']} notes" if isinstance(st.get("n_notes"), int) else ""
+        field = next((f for f in GROUP_PREFERRED if isinstance(st.get(f), (int, float))), "score")
+        line = f"<p><b>Worst group: {html.escape(worst)}</b> ({field} {_group_score(st):.4f}{size}).</p>"
+    return f"<h2>Subgroups</h2>{line}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _usage_table(usage: dict[str, Any]) -> str:
@@ -179,19 +234,23 @@ th{background:#f3f3f3} img{max-width:100%;margin:.5em 0 1em;display:block}
 
 
 def render_report(*, summary: dict[str, Any], lines: list[dict[str, Any]], title: str = "medprog report",
-                  sample: int = 20) -> str:
-    """The report page as a string."""
+                  sample: int = 20, notes: NotesView | dict[str, Any] | None = None, notes_shown: int = 10) -> str:
+    """The report page as a string; ``notes`` (a span-tagging program's) adds the highlighted notes."""
+    view = NotesView.model_validate(notes) if isinstance(notes, dict) else notes
+    scores = {str(r.get("id")): float(r["score"]) for r in lines if isinstance(r.get("score"), (int, float))}
     run = summary.get("run") or {}
     figs = "".join(f"<figure><figcaption>{html.escape(t)}</figcaption><img alt=\"{html.escape(t)}\" src=\"{uri}\">"
                    f"</figure>" for t, uri in plots(summary))
     parts = [
         "<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{STYLE}{SPANS_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         _table(["run", "value"], [[k, v] for k, v in run.items()]) if run else "",
         _metric_tables(summary),
+        subgroup_table(summary),
         "<h2>Plots</h2>" + figs if figs else "",
         _usage_table(summary.get("usage") or {}),
+        render_notes(view, scores, notes_shown) if view is not None else "",
         _sample(lines, sample),
         "</body></html>",
     ]
@@ -199,10 +258,11 @@ def render_report(*, summary: dict[str, Any], lines: list[dict[str, Any]], title
 
 
 def write_report(path: str | Path, *, summary: dict[str, Any], lines: list[dict[str, Any]],
-                 title: str = "medprog report", sample: int = 20) -> Path:
+                 title: str = "medprog report", sample: int = 20,
+                 notes: NotesView | dict[str, Any] | None = None) -> Path:
     """Write ``report.html`` (owner-only) and return its path."""
     path = Path(path)
-    page = render_report(summary=summary, lines=lines, title=title, sample=sample)
+    page = render_report(summary=summary, lines=lines, title=title, sample=sample, notes=notes)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:

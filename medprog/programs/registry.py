@@ -41,6 +41,9 @@ class ProgramInfo:
     version: str = "1"
     extras: Callable[[Path, list[dspy.Example], list[Record], dict[str, Any]], None] | None = None
     """Optional: write task-specific files (e.g. an official submission) beside an evaluation."""
+    report_notes: Callable[[list[dspy.Example], list[Record]], dict[str, Any]] | None = None
+    """Optional: the notes ``report.html`` shows with gold and predicted spans (the shape of
+    `medprog.report_spans.NotesView`), for span-tagging programs."""
     train_examples: Callable[[list[dspy.Example], dict[str, Any]], list[dspy.Example]] | None = None
     """Optional: the examples weight optimizers train the predictor on, from program-level examples
     and build settings (the tagger's windows); by default the examples themselves."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import dspy
 
-from medprog.data.meddec import CATEGORY_TAGS, Decision, MedDecNote, load_meddec, write_submission
+from medprog.data.meddec import CATEGORY_NAMES, CATEGORY_TAGS, Decision, MedDecNote, load_meddec, write_submission
 from medprog.data.sentences import windows
 from medprog.engines.tagging import Span, TaggedParseError, parse_tagged, render_tagged
 from medprog.programs.registry import ProgramInfo, Record
@@ -122,6 +122,33 @@ def extras(out: Path, examples: list[dspy.Example], records: list[Record], resul
     plot_per_category(result, out / "per_category.png")
 
 
+def report_notes(examples: list[dspy.Example], records: list[Record]) -> dict[str, Any]:
+    """Gold and predicted spans per note for ``report.html``, matched as span F1 matches them
+    (same category, same refined lower-cased text); statuses: matched, missed, spurious."""
+    from medprog.metrics.meddec import note_groups, refine_span
+
+    labels = [CATEGORY_NAMES[c] for c in range(1, len(CATEGORY_TAGS) + 1)]
+    predicted = {r["id"]: r.get("predictions") or [] for r in records}
+    notes = []
+    for note in _notes(examples):
+        def key(s: int, e: int, c: int, text: str = note.text) -> tuple[int, str] | None:
+            r = refine_span(text, s, e)
+            return (c, text[r[0]:r[1]].lower()) if r else None
+
+        gold = [d.as_span() for d in note.decisions if d.tag]
+        pred = [(int(s), int(e), int(c)) for s, e, c in predicted.get(note.id, [])
+                if 0 <= s < e <= len(note.text) and c in TAG_TO_CATEGORY.values()]
+        gold_keys, pred_keys = {key(*g) for g in gold} - {None}, {key(*p) for p in pred} - {None}
+        notes.append({
+            "id": note.id, "text": note.text, "groups": note_groups(note),
+            "gold": [{"start": s, "end": e, "label": labels[c - 1],
+                      "status": "matched" if key(s, e, c) in pred_keys else "missed"} for s, e, c in gold],
+            "predicted": [{"start": s, "end": e, "label": labels[c - 1],
+                           "status": "matched" if key(s, e, c) in gold_keys else "spurious"} for s, e, c in pred],
+        })
+    return {"labels": labels, "notes": notes}
+
+
 PROGRAM = ProgramInfo(
     name="tagger",
     task="clinical decision tagging (MedDec / MedExACT)",
@@ -132,6 +159,7 @@ PROGRAM = ProgramInfo(
     metrics=metrics,
     score=score,
     extras=extras,
+    report_notes=report_notes,
     defaults={"window_chars": DEFAULT_WINDOW_CHARS},
     train_examples=train_examples,
 )
