@@ -67,7 +67,8 @@ def time_cosine(budget_s: float, max_steps: int, warmup_steps: int, warmup_fract
             return (step + 1) / warmup_steps
         if t < warmup_fraction:
             return max(t / warmup_fraction, 0.01)
-        progress = max((step - warmup_steps) / max(1, max_steps - warmup_steps), t)
+        progress = max((step - warmup_steps) / max(1, max_steps - warmup_steps),
+                       (t - warmup_fraction) / (1.0 - warmup_fraction))
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
