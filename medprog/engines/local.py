@@ -1,7 +1,8 @@
 """`local:PATH` — a transformers causal LM in-process, constrained while decoding.
 
-JSON and choice constraints use outlines logits processors (whitespace-free JSON, closed
-objects); `TaggedText` uses medprog's own `TaggingLogitsProcessor`. Prompts are rendered
+JSON and choice constraints use llguidance matchers (`GrammarLogitsProcessor`: whitespace-free,
+strict JSON, closed objects; ``json_backend`` can pick outlines' outlines_core or xgrammar
+processors instead); `TaggedText` uses medprog's own `TaggingLogitsProcessor`. Prompts are rendered
 with the tokenizer's chat template when it has one (`render_prompt`, shared with training).
 """
 
@@ -26,6 +27,7 @@ from medprog.engines.constraints import (
     check_text,
     json_whitespace_free,
 )
+from medprog.engines.grammar_processor import GrammarLogitsProcessor, choice_grammar, json_grammar, ll_tokenizer
 from medprog.engines.tagging_processor import TagAutomaton, TaggingLogitsProcessor, automaton_for
 
 
@@ -75,7 +77,7 @@ def _xgrammar_json_processor(outlines_model, schema: str):
     decodes at ~0.98x unconstrained speed (benchmarks/constraints.py); outlines' own wrapper
     cannot turn whitespace off, so the grammar is compiled here and handed to its processor.
     Not the default: its strings admit raw control characters, which strict JSON rejects (the
-    property tests caught it), so ``json_backend="outlines_core"`` stays the default.
+    property tests caught it); llguidance is the default (`GrammarLogitsProcessor`).
     """
     from outlines.backends.xgrammar import XGrammarBackend, XGrammarLogitsProcessor
 
@@ -84,20 +86,26 @@ def _xgrammar_json_processor(outlines_model, schema: str):
     return XGrammarLogitsProcessor(grammar, backend.tensor_library_name)
 
 
+JSON_BACKENDS = ("llguidance", "xgrammar", "outlines_core")
+
+
 class LocalEngine(Engine):
     """Batched, constrained generation with a transformers model."""
 
     name = "local"
 
-    def __init__(self, path: str | Path, *, json_backend: str = "outlines_core", threads: int | None = None,
+    def __init__(self, path: str | Path, *, json_backend: str = "llguidance", threads: int | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.path = Path(path)
         if threads:
             torch.set_num_threads(threads)
         self.tokenizer, self.model = load_model_dir(self.path)
+        if json_backend not in JSON_BACKENDS:
+            raise ValueError(f"json_backend {json_backend!r}: expected one of {', '.join(JSON_BACKENDS)}")
         self.json_backend = json_backend
         self._outlines_model = None
+        self._ll_tokenizer = None
         self._processors: dict[str, Any] = {}
         self._queue: list[dict[str, Any]] = []
         self._cv = threading.Condition()
@@ -117,7 +125,16 @@ class LocalEngine(Engine):
             self._outlines_model = outlines.from_transformers(self.model, self.tokenizer)
         return self._outlines_model
 
+    def _llguidance_processor(self, constraints: list[Constraint], prompt_length: int) -> GrammarLogitsProcessor:
+        """One llguidance matcher per row; the tokenizer view is built once per engine."""
+        if self._ll_tokenizer is None:
+            self._ll_tokenizer = ll_tokenizer(self.tokenizer, self.model.config.vocab_size)
+        grammars = [json_grammar(json_whitespace_free(c.json_schema)) if isinstance(c, JsonConstraint)
+                    else choice_grammar(tuple(c.choices)) for c in constraints]  # type: ignore[union-attr]
+        return GrammarLogitsProcessor(self._ll_tokenizer, grammars, prompt_length)
+
     def _grammar_processor(self, c: JsonConstraint | ChoiceConstraint):
+        """outlines' processor for ``json_backend`` outlines_core or xgrammar (choices: outlines_core)."""
         from outlines.backends import get_json_schema_logits_processor, get_regex_logits_processor
 
         key = c.model_dump_json()
@@ -200,6 +217,8 @@ class LocalEngine(Engine):
             automata = [self.tag_automaton(c) for c in constraints]  # type: ignore[arg-type]
             processors = [TaggingLogitsProcessor(automata, width)]
             max_new = max(a.max_tokens() for a in automata) + 7  # the copy is forced: the automaton's bound
+        elif c0 is not None and self.json_backend == "llguidance":
+            processors = [self._llguidance_processor(constraints, width)]  # type: ignore[arg-type]
         elif c0 is not None:
             processors = [self._grammar_processor(c0)]
         else:
