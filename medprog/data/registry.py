@@ -27,7 +27,7 @@ import math
 import random
 import string
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
@@ -242,6 +242,16 @@ def numeric_options(value: float, var: Variable, gmm: Gaussian1D, lo: float, hi:
     return out
 
 
+def categorical_options(column: list[float | str | None], value: float | str) -> list[str]:
+    """The true value and up to four others, the most frequent in ``column`` first."""
+    counts: dict[str, int] = {}
+    for x in column:
+        if x is not None:
+            counts[str(x)] = counts.get(str(x), 0) + 1
+    others = sorted((c for c in counts if c != value), key=lambda c: (-counts[c], c))
+    return [str(value), *others[:4]]
+
+
 def build_tasks(registry: Registry, *, n: int | None = None, seed: int = 0, mi_threshold: float = 0.3,
                 outcome_share: float = 0.25, outcome_question: str | None = None,
                 rows: list[int] | None = None) -> list[ReasoningTask]:
@@ -270,12 +280,7 @@ def build_tasks(registry: Registry, *, n: int | None = None, seed: int = 0, mi_t
                 col = [float(x) for x in registry.column(var.name) if x is not None]
                 gmms[var.name], ranges[var.name] = fit_gmm(col), (min(col), max(col))
             return numeric_options(float(value), var, gmms[var.name], *ranges[var.name])
-        counts: dict[str, int] = {}
-        for x in registry.column(var.name):
-            if x is not None:
-                counts[str(x)] = counts.get(str(x), 0) + 1
-        others = sorted((c for c in counts if c != value), key=lambda c: (-counts[c], c))
-        return [str(value), *others[:4]]
+        return categorical_options(registry.column(var.name), value)
 
     tasks = []
     hidden_always = {registry.outcome} if registry.outcome else set()
@@ -343,17 +348,8 @@ def load_tasks(path: str | Path) -> list[ReasoningTask]:
 
 # ----------------------------------------------------------------------- synthetic
 
-def synth_registry(out: str | Path, n: int = 500, seed: int = 0, *, overwrite: bool = False) -> dict:
-    """Write a seeded synthetic acute-coronary registry (``registry.csv`` and ``registry.schema.json``)
-    to ``out`` (a directory, or a .csv path). Variables are correlated: eGFR is computed from
-    creatinine, age and sex; in-hospital death depends on age, Killip class, ejection fraction,
-    eGFR and PCI. Same ``(n, seed)``, same bytes."""
-    rng = np.random.default_rng(seed)
-    out = Path(out)
-    path = out if out.suffix == ".csv" else out / REGISTRY_FILE
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _synth_columns(rng: np.random.Generator, n: int, seed: int) -> dict[str, Any]:
+    """The synthetic registry's columns (see `synth_registry`), drawn from ``rng`` in a fixed order."""
     age = np.clip(rng.normal(66, 12, n), 30, 95).round()
     female = rng.random(n) < 0.3
     diabetes = rng.random(n) < 0.2 + 0.004 * (age - 50)
@@ -383,31 +379,50 @@ def synth_registry(out: str | Path, n: int = 500, seed: int = 0, *, overwrite: b
         "stemi": yn(stemi), "troponin": troponin, "creatinine": creat, "egfr": egfr.astype(int), "ldl": ldl,
         "ejection_fraction": ef.astype(int), "pci": yn(pci), "in_hospital_death": yn(death),
     }
+    return columns
+
+
+SYNTH_VARIABLES: dict[str, tuple[str, str, str, str]] = {
+    "age": ("age", "Demographics", "numeric", "years"), "sex": ("sex", "Demographics", "categorical", ""),
+    "bmi": ("body-mass index", "Demographics", "numeric", "kg/m2"),
+    "smoking": ("smoking status", "History", "categorical", ""),
+    "diabetes": ("diabetes", "History", "categorical", ""),
+    "systolic_bp": ("systolic blood pressure", "Presentation", "numeric", "mmHg"),
+    "heart_rate": ("heart rate", "Presentation", "numeric", "bpm"),
+    "killip_class": ("Killip class", "Presentation", "categorical", ""),
+    "stemi": ("ST-elevation MI", "Presentation", "categorical", ""),
+    "troponin": ("peak troponin", "Laboratory", "numeric", "ng/mL"),
+    "creatinine": ("serum creatinine", "Laboratory", "numeric", "mg/dL"),
+    "egfr": ("eGFR", "Laboratory", "numeric", "mL/min/1.73m2"),
+    "ldl": ("LDL cholesterol", "Laboratory", "numeric", "mmol/L"),
+    "ejection_fraction": ("left ventricular ejection fraction", "Imaging", "numeric", "%"),
+    "pci": ("percutaneous coronary intervention", "Treatment", "categorical", ""),
+    "in_hospital_death": ("in-hospital death", "Outcome", "categorical", ""),
+}
+"""Label, section, type and unit of each column of the synthetic registry."""
+
+
+def synth_registry(out: str | Path, n: int = 500, seed: int = 0, *, overwrite: bool = False) -> dict:
+    """Write a seeded synthetic acute-coronary registry (``registry.csv`` and ``registry.schema.json``)
+    to ``out`` (a directory, or a .csv path). Variables are correlated: eGFR is computed from
+    creatinine, age and sex; in-hospital death depends on age, Killip class, ejection fraction,
+    eGFR and PCI. Same ``(n, seed)``, same bytes."""
+    rng = np.random.default_rng(seed)
+    out = Path(out)
+    path = out if out.suffix == ".csv" else out / REGISTRY_FILE
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = _synth_columns(rng, n, seed)
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(columns)
         for i in range(n):
             w.writerow([columns[c][i] for c in columns])
-    spec = {
-        "age": ("age", "Demographics", "numeric", "years"), "sex": ("sex", "Demographics", "categorical", ""),
-        "bmi": ("body-mass index", "Demographics", "numeric", "kg/m2"),
-        "smoking": ("smoking status", "History", "categorical", ""),
-        "diabetes": ("diabetes", "History", "categorical", ""),
-        "systolic_bp": ("systolic blood pressure", "Presentation", "numeric", "mmHg"),
-        "heart_rate": ("heart rate", "Presentation", "numeric", "bpm"),
-        "killip_class": ("Killip class", "Presentation", "categorical", ""),
-        "stemi": ("ST-elevation MI", "Presentation", "categorical", ""),
-        "troponin": ("peak troponin", "Laboratory", "numeric", "ng/mL"),
-        "creatinine": ("serum creatinine", "Laboratory", "numeric", "mg/dL"),
-        "egfr": ("eGFR", "Laboratory", "numeric", "mL/min/1.73m2"),
-        "ldl": ("LDL cholesterol", "Laboratory", "numeric", "mmol/L"),
-        "ejection_fraction": ("left ventricular ejection fraction", "Imaging", "numeric", "%"),
-        "pci": ("percutaneous coronary intervention", "Treatment", "categorical", ""),
-        "in_hospital_death": ("in-hospital death", "Outcome", "categorical", ""),
-    }
     schema = {"id": "patient_id", "outcome": "in_hospital_death",
               "outcome_question": "Did the patient die in hospital?",
-              "variables": {k: {"label": a, "section": b, "type": c, "unit": d} for k, (a, b, c, d) in spec.items()}}
+              "variables": {k: {"label": a, "section": b, "type": c, "unit": d}
+                            for k, (a, b, c, d) in SYNTH_VARIABLES.items()}}
     path.with_suffix(".schema.json").write_text(json.dumps(schema, indent=1) + "\n")
     return {"dataset": "registry", "out": str(out), "csv": str(path), "schema": str(path.with_suffix(".schema.json")),
-            "n": n, "seed": seed, "deaths": int(death.sum())}
+            "n": n, "seed": seed, "deaths": sum(v == "yes" for v in columns["in_hospital_death"])}

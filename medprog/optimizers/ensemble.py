@@ -20,7 +20,7 @@ with Optuna on a dev split to maximise the MedDec ``overall`` score (`tune_ensem
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -109,7 +109,8 @@ def _components(spans: list[tuple[int, int]], min_cluster_iou: float) -> list[li
     return list(groups.values())
 
 
-def consensus_category(spans_by_model: Sequence[Sequence[tuple[int, int]]], params: ConsensusParams) -> list[tuple[int, int]]:
+def consensus_category(spans_by_model: Sequence[Sequence[tuple[int, int]]],
+                       params: ConsensusParams) -> list[tuple[int, int]]:
     """Consensus spans for one note and one category, from each member's ``(start, end)`` list."""
     members = [sorted(set(s)) for s in spans_by_model]
     if not any(members):
@@ -189,7 +190,7 @@ def tune_ensemble(
     members = [{k: v for k, v in m.items() if k in ids} for m in member_predictions]
     results: dict[int, tuple[ConsensusParams, dict]] = {}
 
-    def objective(trial: "optuna.Trial") -> float:
+    def objective(trial: optuna.Trial) -> float:
         params = ConsensusParams(
             min_pairwise_iou=trial.suggest_float("min_pairwise_iou", 0.0, 0.9),
             min_cluster_iou=trial.suggest_float("min_cluster_iou", 0.05, 1.0),

@@ -49,7 +49,8 @@ def compile_ensemble(req: CompileRequest) -> Path:
     if len(members) < 2:
         raise CompileError("the ensemble optimizer needs at least two --members (eval output directories)")
     if not req.dev:
-        raise CompileError("the ensemble optimizer tunes on dev notes: pass --dev DATA (or --train DIR with a val split)")
+        raise CompileError("the ensemble optimizer tunes on dev notes: "
+                           "pass --dev DATA (or --train DIR with a val split)")
     dev_notes = [MedDecNote.model_validate(ex.meddec) for ex in req.dev]
     ids = {n.id for n in dev_notes}
     preds = [{k: v for k, v in read_member(m).items() if k in ids} for m in members]

@@ -51,7 +51,8 @@ def reward_functions(info: Any, signature: Any, examples: dict[str, dspy.Example
             return None
 
     if output_mode(signature) == "tagged" and info.name == "tagger":
-        from medprog.programs.tagger import metrics as tagger_metrics, to_record
+        from medprog.programs.tagger import metrics as tagger_metrics
+        from medprog.programs.tagger import to_record
 
         def per_note(key: str) -> Callable:
             def reward(prompts, completions, example_id, **_: Any) -> list[float]:
@@ -116,7 +117,8 @@ def tagged_rollouts(signature: Any, examples: list[dspy.Example], tokenizer, tem
                 input_ids=torch.tensor([[pad] * (width - len(e)) + e for e in encoded]),
                 attention_mask=torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded]),
                 logits_processor=LogitsProcessorList([TaggingLogitsProcessor(automata, width)]),
-                max_new_tokens=max(a.max_tokens() for a in automata), do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                max_new_tokens=max(a.max_tokens() for a in automata), do_sample=True, temperature=temperature,
+                top_k=0, top_p=1.0,
                 eos_token_id=eot, pad_token_id=pad, use_cache=True)
         completions, masks = [], []
         for row, ex in enumerate(exs):

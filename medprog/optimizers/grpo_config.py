@@ -16,7 +16,8 @@ class GRPOConfig:
         "Which predictor of the program to train; None: the program's only one.")})
     steps: int = field(default=20, metadata={"help": "Optimizer steps."})
     num_generations: int = field(default=4, metadata={"help": "Completions sampled per prompt (the group)."})
-    batch_size: int = field(default=4, metadata={"help": "Completions per step (TRL needs it divisible by num_generations)."})
+    batch_size: int = field(default=4, metadata={"help": (
+        "Completions per step (TRL needs it divisible by num_generations).")})
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
     loss_type: str = field(default="dapo", metadata={"help": "TRL's GRPO loss (dapo, grpo, bnpo, dr_grpo, ...)."})
@@ -27,7 +28,8 @@ class GRPOConfig:
     constrained: bool = field(default=True, metadata={"help": (
         "Sample TaggedText outputs under the tagging constraint (faithful copies; loss only on the decisions).")})
     lora: bool = field(default=True, metadata={"help": "Train LoRA adapters (merged on save) instead of full weights."})
-    beta: float = field(default=0.0, metadata={"help": "KL penalty towards the starting model (0: none, no reference copy)."})
+    beta: float = field(default=0.0, metadata={"help": (
+        "KL penalty towards the starting model (0: none, and no reference copy).")})
     limit: int = field(default=64, metadata={"help": "Training prompts used (the first ``limit`` examples)."})
     threads: int | None = field(default=None, metadata={"help": (
         "Torch threads; None: the cores idle when training starts.")})

@@ -232,7 +232,6 @@ def gepa(req: CompileRequest) -> Path:
     (default light); ``--budget-calls``/``--budget-tokens`` also stop it between iterations.
     """
     from dspy.teleprompt import GEPA
-
     from dspy.teleprompt.gepa.instruction_proposal import InstructionProposer
 
     o = parse_options(GEPAConfig, req.options, optimizer="gepa")

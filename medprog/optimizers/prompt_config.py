@@ -50,8 +50,10 @@ class MIPROConfig(BootstrapConfig):
     """``mipro``: instructions and demo sets searched jointly (dspy MIPROv2). Set ``auto``, or both
     ``num_candidates`` and ``num_trials`` for an explicit, small search."""
 
-    auto: Auto | None = field(default="light", metadata={"help": "Search size; ignored when num_candidates and num_trials are set."})
-    num_candidates: int | None = field(default=None, metadata={"help": "Instruction / demo-set candidates per predictor."})
+    auto: Auto | None = field(default="light", metadata={"help": (
+        "Search size; ignored when num_candidates and num_trials are set.")})
+    num_candidates: int | None = field(default=None, metadata={"help": (
+        "Instruction / demo-set candidates per predictor.")})
     num_trials: int | None = field(default=None, metadata={"help": "Bayesian-optimisation trials."})
     prompt_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the prompt model."})
     prompt_max_tokens: int = field(default=1024, metadata={"help": "Token limit of a proposed instruction."})
@@ -84,13 +86,15 @@ class GEPAConfig:
     auto: Auto = field(default="light", metadata={"help": "Search size when no explicit budget is set."})
     max_metric_calls: int | None = field(default=None, metadata={"help": "Metric calls in all."})
     max_full_evals: int | None = field(default=None, metadata={"help": "Full validation-set evaluations in all."})
-    reflection_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the reflection model."})
+    reflection_temperature: float = field(default=1.0, metadata={"help": (
+        "Sampling temperature of the reflection model.")})
     reflection_max_tokens: int = field(default=1024, metadata={"help": "Token limit of one reflection."})
     reflection_minibatch_size: int = field(default=3, metadata={"help": "Examples reflected on per iteration."})
     instruction_max_chars: int = field(default=3000, metadata={"help": "Longest instruction a proposal may write."})
     candidate_selection_strategy: Literal["pareto", "current_best"] = field(default="pareto", metadata={"help": (
         "Which candidate to mutate next.")})
-    use_merge: bool = field(default=True, metadata={"help": "Also merge candidates that do well on different examples."})
+    use_merge: bool = field(default=True, metadata={"help": (
+        "Also merge candidates that do well on different examples.")})
     perfect_score: float = field(default=1.0, metadata={"help": "A score that needs no further reflection."})
 
     def __post_init__(self) -> None:

@@ -42,7 +42,8 @@ def prompt_messages(signature: Any, example: dspy.Example, demos: list | None = 
     return format_messages(signature, demos or [], example.inputs().toDict())
 
 
-def tokenize_example(signature: Any, example: dspy.Example, tokenizer, demos: list | None = None) -> dict[str, list[int]]:
+def tokenize_example(signature: Any, example: dspy.Example, tokenizer,
+                     demos: list | None = None) -> dict[str, list[int]]:
     """``input_ids`` and ``labels`` (prompt masked with -100) for one demonstration."""
     prompt = render_prompt(tokenizer, prompt_messages(signature, example, demos))
     completion = completion_ids(signature, example, tokenizer)
