@@ -126,3 +126,28 @@ def test_time_cosine_ends_low_when_the_budget_runs_out_first():
     g = time_cosine(budget_s=1e6, max_steps=100, warmup_steps=10)
     g(0)
     assert g(55) == pytest.approx(0.5, abs=1e-3) and g(100) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_training_fills_its_wall_clock_budget(tmp_path):
+    """No step count is fixed from a probe: the run ends when its time is spent, with steps to spare."""
+    import json
+
+    from medprog.optimizers.dft_config import DFTConfig
+    from medprog.optimizers.dft_train import train_dft
+    from medprog.optimizers.weights import training_threads
+    from medprog.signatures.tagging import TagDecisions
+
+    examples = train_examples([_example()], {"window_chars": 60})
+    cfg = DFTConfig(time_budget_s=15.0, batch_size=1, max_epochs=10_000, log_every=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(training_threads())
+    try:
+        report = train_dft(TagDecisions, examples, tmp_path / "m", cfg, log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert 15.0 <= report["train_wall_s"] < 15.0 + 20.0  # one slow step may overrun on a busy machine
+    assert report["steps"] > 1 and report["epochs"] < cfg.max_epochs  # stopped by time, not by a step count
+    assert len(report["loss_history"]) == report["steps"]  # a loss logged at every step
+    saved = json.loads((tmp_path / "m" / "training_report.json").read_text())
+    assert saved["objective"] == "choice" and (tmp_path / "m" / "model.safetensors").is_file()
