@@ -118,23 +118,26 @@ def _listing(rng: random.Random, items: list[str]) -> str:
     return "\n".join(style.format(k=k, item=item) for k, item in enumerate(items, 1))
 
 
-def _decision(slots: _Slots, rng: random.Random, categories: tuple[int, ...]) -> str:
+def _template(rng: random.Random, categories: tuple[int, ...]) -> str:
     if rng.random() < 0.08:
-        return slots.fill(rng.choice(bank.NESTED))
-    return slots.fill(rng.choice(bank.DECISIONS[rng.choice(categories)]))
+        return rng.choice(bank.NESTED)
+    return rng.choice(bank.DECISIONS[rng.choice(categories)])
+
+
+def _decision(slots: _Slots, rng: random.Random, categories: tuple[int, ...]) -> str:
+    return slots.fill(_template(rng, categories))
 
 
 def _prose(slots: _Slots, rng: random.Random, n: int, cats: tuple[int, ...], distract: str) -> str:
-    """``n`` sentences, about two in three of them decisions of ``cats``, the rest distractors."""
-    out: list[str] = []
+    """``n`` sentences from distinct templates, about two in three decisions of ``cats``, the rest distractors."""
+    used: list[str] = []
     for _ in range(3 * n):
-        if len(out) == n:
+        if len(used) == n:
             break
-        sentence = (_decision(slots, rng, cats) if rng.random() < 0.65
-                    else slots.fill(rng.choice(bank.DISTRACTORS[distract])))
-        if sentence not in out:
-            out.append(sentence)
-    return " ".join(out)
+        template = _template(rng, cats) if rng.random() < 0.65 else rng.choice(bank.DISTRACTORS[distract])
+        if template not in used:
+            used.append(template)
+    return " ".join(slots.fill(t) for t in used)
 
 
 def _course(slots: _Slots, rng: random.Random, problems: list[dict]) -> str:
