@@ -601,7 +601,11 @@ def baseline_cmd(
     from medprog.programs.tagger_baselines import keyword_baseline, no_tag_baseline
 
     notes = load_meddec(data, split)
-    train_notes = load_meddec(train_data or data, train_split)
+    try:
+        train_notes = load_meddec(train_data or data, train_split)
+    except FileNotFoundError as e:
+        raise UsageError(f"{e}; the keyword rule needs training notes: pass --train-data DIR "
+                         "(e.g. the training set when --data is evaluation-only)") from None
     keyword = keyword_baseline(train_notes)
     _log(f"keyword rule learned from {train_data or data} split {train_split!r} ({len(train_notes)} notes)")
     table = Table("baseline", "span F1", "token F1", "worst", "overall")

@@ -127,3 +127,15 @@ def test_cli_writes_the_set_and_scores_it(tmp_path: Path) -> None:
     assert json.loads(r.output)["span_f1"] == 1.0
     r = runner.invoke(app, ["data", "synth", "meddec-ood", "--out", str(out), "--n", "4"])
     assert r.exit_code == 2 and "--overwrite" in r.output
+
+
+def test_baseline_learns_the_keyword_rule_from_train_data(tmp_path: Path) -> None:
+    runner = CliRunner()
+    synth_meddec(tmp_path / "first", n=30, seed=0)
+    synth_meddec_ood(tmp_path / "ood", n=3, seed=1)
+    r = runner.invoke(app, ["baseline", "meddec", "--data", str(tmp_path / "ood"), "--split", "test"])
+    assert r.exit_code == 2 and "--train-data" in r.output  # an evaluation-only set has no train split
+    r = runner.invoke(app, ["baseline", "meddec", "--data", str(tmp_path / "ood"), "--split", "test",
+                            "--train-data", str(tmp_path / "first")])
+    assert r.exit_code == 0, r.output
+    assert "keyword" in r.output and "learned from" in r.output
