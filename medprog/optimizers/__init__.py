@@ -1,6 +1,13 @@
 """Compile strategies, by name: prompt (bootstrap, random-search, mipro, gepa), weights
 (dft, grpo, pseudolabel) and ensemble. Each is ``fn(CompileRequest) -> Path`` (the
-artifact directory), imported only when asked for."""
+artifact directory), imported only when asked for.
+
+Where things live: the request and its run settings (`request`); the one ``-o`` parser
+(`config`) and each strategy's typed config (`dft_config`, `grpo_config`, `prompt_config`,
+`PseudolabelConfig`, `EnsembleConfig`); budgets and best-so-far (`budget`); the prompt
+optimizers' session (`base`, `prompt`); the weights pipeline (`weights`) with DFT's rows and
+batches (`batches`, `training_data`), losses (`losses`) and training loop (`dft_train`);
+Span-Cluster Consensus (`ensemble`, `ensemble_compile`)."""
 
 from __future__ import annotations
 
