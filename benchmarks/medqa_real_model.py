@@ -142,7 +142,7 @@ def arm_row(arm: str, rows: list[dict[str, Any]]) -> list[str]:
     letter, count = golds.most_common(1)[0]
     uniform = sum(1 / r["n_options"] for r in rows) / n
     preds = Counter(r["answer"] or "none" for r in rows)
-    dist = " ".join(f"{a}{100 * c / n:.0f}" for a, c in sorted(preds.items()))
+    dist = " ".join(f"{a}:{c}" for a, c in sorted(preds.items()))
 
     def mean(key: str) -> float:
         return sum(float((r.get("usage") or {}).get(key, 0)) for r in rows) / n
@@ -155,7 +155,7 @@ def arm_row(arm: str, rows: list[dict[str, Any]]) -> list[str]:
 
 
 def table(out: Path, arms: list[str]) -> str:
-    head = ["arm", "n", "accuracy [95% CI]", "uniform", "majority letter", "predicted letters %", "calls/q",
+    head = ["arm", "n", "accuracy [95% CI]", "uniform", "majority letter", "predicted letters (count)", "calls/q",
             "prompt tok/q", "completion tok/q", "wall s/q", "errors", "degenerate fields"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in arms:

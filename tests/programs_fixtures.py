@@ -64,7 +64,7 @@ class Call:
 
 
 def default_for(schema: dict, root: dict) -> Any:
-    """A minimal value valid under ``schema`` (first enum value, empty lists, "x" strings)."""
+    """A minimal value valid under ``schema`` (first enum value, shortest lists, "x" strings of the least length)."""
     if "$ref" in schema:
         return default_for(root["$defs"][schema["$ref"].split("/")[-1]], root)
     for key in ("anyOf", "oneOf"):
@@ -80,7 +80,9 @@ def default_for(schema: dict, root: dict) -> Any:
         return {k: default_for(v, root) for k, v in schema.get("properties", {}).items()}
     if t == "array":
         return [default_for(schema.get("items", {}), root) for _ in range(schema.get("minItems", 0))]
-    return {"string": "x", "integer": 0, "number": 0.0, "boolean": False, "null": None}.get(t, "x")
+    if t == "string":
+        return "x" * max(1, schema.get("minLength", 1))
+    return {"integer": 0, "number": 0.0, "boolean": False, "null": None}.get(t, "x")
 
 
 class ScriptedEngine(Engine):

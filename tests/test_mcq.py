@@ -93,7 +93,7 @@ def test_direct_answer_is_one_choice_call_over_the_questions_own_letters(n):
 
 def test_cot_reasons_before_the_letter_in_one_json_call():
     q = question(5)
-    engine = ScriptedEngine(lambda call: {"reasoning": "The findings point to E.", "answer": "E"})
+    engine = ScriptedEngine(lambda call: {"reasoning": "The findings point to E, the last option listed.", "answer": "E"})
     with using(engine):
         pred = MultipleChoice(cot=True)(question=q["question"], options=q["options"])
     (call,) = engine.calls
@@ -127,7 +127,7 @@ def scripted_cli(monkeypatch):
     engines: list[ScriptedEngine] = []
 
     def make(spec: str, *args: Any, **kwargs: Any) -> ScriptedEngine:
-        engines.append(ScriptedEngine(lambda call: {"reasoning": "Because of the findings.", "answer": "A"}
+        engines.append(ScriptedEngine(lambda call: {"reasoning": "Because of the findings in the question stem.", "answer": "A"}
                                       if not call.choices and "answer" in call.constraint.json_schema["properties"]
                                       else None))
         return engines[-1]

@@ -21,7 +21,7 @@ def answer_b(call):
     if call.choices:
         return None
     if "answer" in call.constraint.json_schema["properties"]:
-        return {"answer": "B", "reasoning": "because"}
+        return {"answer": "B", "reasoning": "because the pain is crushing and central"}
     return None
 
 
@@ -67,7 +67,7 @@ def test_demos_outside_the_questions_letters_are_not_shown():
 
     program = MDAgents(mode="basic", n_experts=1)
     demo = lambda tag, letter: dspy.Example(question=tag, options={"A": "x"}, opinions=[],  # noqa: E731
-                                            reasoning="r", answer=letter)
+                                            reasoning="a demo reasoning that is long enough to show", answer=letter)
     program.arbitrate.demos = [demo("DEMO-E", "E"), demo("DEMO-B", "B")]
     engine = ScriptedEngine(answer_b)
     with using(engine):
@@ -109,8 +109,8 @@ def test_intermediate_runs_rounds_times_turns_while_experts_speak_and_routes_mes
 
 
 def test_advanced_runs_teams_in_order_and_the_final_decision_sees_every_report():
-    team = lambda name: {"name": name, "lead": {"role": f"{name} lead", "expertise": "x"},  # noqa: E731
-                         "members": [{"role": f"{name} m{i}", "expertise": "x"} for i in (1, 2)]}
+    team = lambda name: {"name": name, "lead": {"role": f"{name} lead", "expertise": "hearts"},  # noqa: E731
+                         "members": [{"role": f"{name} m{i}", "expertise": "hearts"} for i in (1, 2)]}
     seen_earlier: list[str] = []
 
     def script(call):
@@ -119,7 +119,7 @@ def test_advanced_runs_teams_in_order_and_the_final_decision_sees_every_report()
                              "final_review": team("FRDT")}}
         if call.title == "LeadSummary":
             name = call.user.split("team:\n", 1)[1].split("\n", 1)[0]
-            return {"report": f"REPORT-OF-{name}"}
+            return {"report": f"REPORT-OF-{name}: what the team found, summarised by its lead"}
         if call.title == "AssignTasks":
             seen_earlier.append(call.user)
         return answer_b(call)

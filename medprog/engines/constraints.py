@@ -75,9 +75,16 @@ def _close_objects(schema: Any, max_chars: int | None = None) -> Any:
     return schema
 
 
+def _field_type(name: str, f: Any) -> Any:
+    """An output field's type with its bounds (``min_length`` ...) and its description, if it has one."""
+    desc = (f.json_schema_extra or {}).get("desc")
+    extra = [Field(description=desc)] if desc and desc != f"${{{name}}}" else []
+    return Annotated[(f.annotation, *f.metadata, *extra)] if f.metadata or extra else f.annotation
+
+
 def output_model(signature: Any) -> type[BaseModel]:
-    """A pydantic model with one field per output field of ``signature``."""
-    fields = {name: (f.annotation, ...) for name, f in signature.output_fields.items()}
+    """A pydantic model with one field per output field of ``signature`` (bounds and descriptions kept)."""
+    fields = {name: (_field_type(name, f), ...) for name, f in signature.output_fields.items()}
     return create_model(f"{signature.__name__}Output", **fields)
 
 
@@ -195,6 +202,8 @@ def _check_schema(value: Any, schema: dict, root: dict, path: str) -> None:
         raise ConstraintViolation(f"{path}: {value!r} not in {schema['enum']}")
     if isinstance(value, str) and len(value) > schema.get("maxLength", len(value)):
         raise ConstraintViolation(f"{path}: string longer than {schema['maxLength']} characters")
+    if isinstance(value, str) and len(value) < schema.get("minLength", 0):
+        raise ConstraintViolation(f"{path}: string shorter than {schema['minLength']} characters")
     if "const" in schema and value != schema["const"]:
         raise ConstraintViolation(f"{path}: {value!r} != {schema['const']!r}")
     t = schema.get("type")

@@ -51,6 +51,8 @@ def is_literal(annotation: Any) -> bool:
 
 def constrainable_problem(annotation: Any) -> str | None:
     """Why ``annotation`` cannot be constrained, or None if it can."""
+    if get_origin(annotation) is typing.Annotated:  # bounds and descriptions on a constrainable type
+        return constrainable_problem(get_args(annotation)[0])
     if annotation in (str, int, float, bool) or is_tagged(annotation):
         return None
     if is_literal(annotation):

@@ -7,7 +7,7 @@ question's own option letters (`with_choices(sig, "answer", letters)`), so 4-opt
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import dspy
 from pydantic import BaseModel, Field
@@ -17,11 +17,18 @@ from medprog.signatures.base import Signature
 Letter = Literal["A", "B", "C", "D", "E"]
 Complexity = Literal["basic", "intermediate", "advanced"]
 
+# Fields that must say something get a minimum length (under the JSON constraint a small model
+# otherwise answers "A" in every string) and a maximum that keeps the whole output within the
+# completion budget (an unbounded expert list ran a 135M model past 1,024 tokens).
+Name = Annotated[str, Field(min_length=3, max_length=60)]
+Sentence = Annotated[str, Field(min_length=12, max_length=200)]
+Reasoning = Annotated[str, Field(min_length=40, max_length=400)]
+
 
 class Expert(BaseModel):
-    role: str = Field(description="the expert's specialty, e.g. Cardiologist")
-    description: str = Field(description="what this expert contributes to the question")
-    hierarchy: str = Field(description='"independent", or the role this expert reports to')
+    role: Name = Field(description="the expert's specialty, e.g. Cardiologist")
+    description: Sentence = Field(description="what this expert contributes to the question, in a sentence")
+    hierarchy: Name = Field(description='"independent", or the role this expert reports to')
 
 
 class Opinion(BaseModel):
@@ -33,12 +40,12 @@ class Opinion(BaseModel):
 
 
 class TeamMember(BaseModel):
-    role: str
-    expertise: str
+    role: Name = Field(description="a medical specialty, e.g. Radiologist")
+    expertise: Name = Field(description="what this member knows about, in a few words")
 
 
 class Team(BaseModel):
-    name: str
+    name: Name = Field(description="what the team does, e.g. Initial Assessment Team")
     lead: TeamMember
     members: list[TeamMember] = Field(max_length=3)
 
@@ -70,7 +77,7 @@ class ReasonThenChoose(Signature):
 
     question: str = dspy.InputField()
     options: dict[str, str] = dspy.InputField(desc="option letter → text")
-    reasoning: str = dspy.OutputField(desc="step-by-step reasoning, in sentences")
+    reasoning: Reasoning = dspy.OutputField(desc="step-by-step reasoning, in sentences")
     answer: Letter = dspy.OutputField(desc="the letter of the best option")
 
 
@@ -91,7 +98,7 @@ class RecruitExperts(Signature):
     question: str = dspy.InputField()
     options: dict[str, str] = dspy.InputField(desc="option letter → text")
     n_experts: int = dspy.InputField(desc="how many experts to recruit")
-    experts: list[Expert] = dspy.OutputField()
+    experts: list[Expert] = dspy.OutputField(max_length=5)
 
 
 class ExpertAnswer(Signature):
@@ -102,7 +109,7 @@ class ExpertAnswer(Signature):
     options: dict[str, str] = dspy.InputField(desc="option letter → text")
     role: str = dspy.InputField()
     discussion: str = dspy.InputField(desc="messages from colleagues; empty before any discussion")
-    reasoning: str = dspy.OutputField()
+    reasoning: Reasoning = dspy.OutputField(desc="why, in sentences")
     answer: Letter = dspy.OutputField()
 
 
@@ -113,7 +120,7 @@ class Arbitrate(Signature):
     question: str = dspy.InputField()
     options: dict[str, str] = dspy.InputField(desc="option letter → text")
     opinions: list[Opinion] = dspy.InputField()
-    reasoning: str = dspy.OutputField()
+    reasoning: Reasoning = dspy.OutputField(desc="why, in sentences")
     answer: Letter = dspy.OutputField()
 
 
@@ -139,7 +146,7 @@ class Moderate(Signature):
     question: str = dspy.InputField()
     options: dict[str, str] = dspy.InputField(desc="option letter → text")
     opinions: list[Opinion] = dspy.InputField()
-    reasoning: str = dspy.OutputField()
+    reasoning: Reasoning = dspy.OutputField(desc="why, in sentences")
     answer: Letter = dspy.OutputField()
 
 
@@ -162,7 +169,7 @@ class AssignTasks(Signature):
     options: dict[str, str] = dspy.InputField(desc="option letter → text")
     team: Team = dspy.InputField()
     earlier_reports: list[TeamReport] = dspy.InputField()
-    tasks: list[str] = dspy.OutputField(desc="one task per member, in member order")
+    tasks: list[Sentence] = dspy.OutputField(desc="one task per member, in member order", max_length=3)
 
 
 class MemberReport(Signature):
@@ -173,7 +180,7 @@ class MemberReport(Signature):
     role: str = dspy.InputField()
     task: str = dspy.InputField()
     earlier_reports: list[TeamReport] = dspy.InputField()
-    report: str = dspy.OutputField()
+    report: Reasoning = dspy.OutputField(desc="your findings, in sentences")
 
 
 class LeadSummary(Signature):
@@ -183,7 +190,7 @@ class LeadSummary(Signature):
     options: dict[str, str] = dspy.InputField(desc="option letter → text")
     team: str = dspy.InputField()
     member_reports: list[TeamReport] = dspy.InputField()
-    report: str = dspy.OutputField()
+    report: Reasoning = dspy.OutputField(desc="the team's findings, in sentences")
 
 
 class FinalDecision(Signature):
@@ -192,5 +199,5 @@ class FinalDecision(Signature):
     question: str = dspy.InputField()
     options: dict[str, str] = dspy.InputField(desc="option letter → text")
     team_reports: list[TeamReport] = dspy.InputField()
-    reasoning: str = dspy.OutputField()
+    reasoning: Reasoning = dspy.OutputField(desc="why, in sentences")
     answer: Letter = dspy.OutputField()
