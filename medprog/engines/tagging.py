@@ -35,25 +35,18 @@ class TaggedParseError(ValueError):
     """A tagged string that is not a well-formed tagging of its source."""
 
 
-def _is_word(ch: str) -> bool:
-    return ch.isalnum()
+_WORD_OR_MARK = re.compile(r"[^\W_]+|\S")
+"""A run of alphanumerics (``str.isalnum``), or any other single non-space character."""
 
 
 def word_starts(text: str) -> list[int]:
     """Positions where a span may begin: a non-space char that does not continue a word."""
-    return [
-        i for i, ch in enumerate(text)
-        if not ch.isspace() and (i == 0 or not (_is_word(text[i - 1]) and _is_word(ch)))
-    ]
+    return [m.start() for m in _WORD_OR_MARK.finditer(text)]
 
 
 def word_ends(text: str) -> list[int]:
     """Positions where a span may end: after a non-space char that is not followed by more of its word."""
-    n = len(text)
-    return [
-        i + 1 for i, ch in enumerate(text)
-        if not ch.isspace() and (i + 1 == n or not (_is_word(ch) and _is_word(text[i + 1])))
-    ]
+    return [m.end() for m in _WORD_OR_MARK.finditer(text)]
 
 
 @dataclass(frozen=True)
@@ -101,8 +94,8 @@ def word_layout(text: str, local: set[int] | None = None) -> TagLayout:
         opens = {s: s for s in starts}
         closes = {e: e for e in ends}
     else:
-        opens = {s: p for s in starts if (p := _snap(s, text, local, -1)) is not None}
-        closes = {e: p for e in ends if (p := _snap(e, text, local, +1)) is not None}
+        opens = {s: p for s in starts if (p := s if s in local else _snap(s, text, local, -1)) is not None}
+        closes = {e: p for e in ends if (p := e if e in local else _snap(e, text, local, +1)) is not None}
     cuts = sorted({0, len(text)} | set(opens.values()) | set(closes.values()))
     units = [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
     return TagLayout(text=text, opens=opens, closes=closes, units=units)
