@@ -102,7 +102,8 @@ class _Slots(dict):
             return rng.choice((self.problem or rng.choice(bank.PROBLEMS))[key])
         if key == "date":
             return f"{self.year}-{rng.randint(1, 12)}-{rng.randint(1, 28)}"
-        simple = {"consult": lambda: rng.choice(bank.CONSULTS), "dept": lambda: rng.choice(bank.DEPARTMENTS), "clinic": lambda: self.fill(rng.choice(bank.CLINICS)),
+        simple = {"consult": lambda: rng.choice(bank.CONSULTS), "dept": lambda: rng.choice(bank.DEPARTMENTS),
+                  "clinic": lambda: self.fill(rng.choice(bank.CLINICS)),
                   "num": lambda: str(rng.randint(10, 9999)), "year": lambda: str(self.year - rng.randint(1, 30)),
                   "day": lambda: str(rng.randint(2, 9)), "days": lambda: rng.choice(("5", "7", "10", "14")),
                   "pt": lambda: rng.choice(("pt", "the patient", "patient"))}
@@ -149,7 +150,8 @@ def _course(slots: _Slots, rng: random.Random, problems: list[dict]) -> str:
         head = style.format(P=name[0].upper() + name[1:], U=name.upper(), k=k)
         blocks.append(head + _prose(slots, rng, rng.randint(2, 6), _COURSE_CATS, "course"))
     slots.problem = None
-    intro = f"{slots.fill('{Pt}')} is a {slots['age']} y/o {slots['sexword']} admitted with {rng.choice(problems[0]['prob'])}."
+    who = slots.fill("{Pt}")
+    intro = f"{who} is a {slots['age']} y/o {slots['sexword']} admitted with {rng.choice(problems[0]['prob'])}."
     return intro + "\n\n" + "\n\n".join(blocks)
 
 
@@ -157,17 +159,24 @@ def _discharge_meds(slots: _Slots, rng: random.Random, problems: list[dict]) -> 
     items = rng.sample(bank.HOME_MEDS, rng.randint(2, 5))
     for problem in problems:
         drug = rng.choice(problem["drug"])
-        items.append(rng.choice((f"⟦5|{drug}⟧ (NEW)", f"{drug}", f"⟦5|START {drug}⟧", f"{drug} -- ⟦5|new this admission⟧")))
+        forms = (f"⟦5|{drug}⟧ (NEW)", f"{drug}", f"⟦5|START {drug}⟧", f"{drug} -- ⟦5|new this admission⟧")
+        items.append(rng.choice(forms))
     if rng.random() < 0.5:
         items.append(f"⟦5|STOP {rng.choice(bank.HOME_MEDS)}⟧")
     rng.shuffle(items)
     return _listing(rng, items)
 
 
+def _diagnoses(rng: random.Random, problems: list[dict]) -> str:
+    primary = rng.choice(problems[0]["prob"])
+    return f"Primary: {primary}\nSecondary: " + ", ".join(rng.choice(p["prob"]) for p in problems[1:])
+
+
 def _bodies(slots: _Slots, rng: random.Random, problems: list[dict]) -> dict[str, str]:
     first = problems[0]
     slots.problem = first
-    hpi_head = (f"{slots['age']} y/o {slots['sexword']} w/ h/o {', '.join(slots.fill(p) for p in rng.sample(bank.PMH, 3))} "
+    history = ", ".join(slots.fill(p) for p in rng.sample(bank.PMH, 3))
+    hpi_head = (f"{slots['age']} y/o {slots['sexword']} w/ h/o {history} "
                 f"who presents with {rng.choice(_COMPLAINTS)}.")
     hpi = hpi_head + " " + _prose(slots, rng, rng.randint(3, 6), (1, 2, 3, 5, 7), "hpi")
     results = "\n".join(rng.sample(bank.DISTRACTORS["results"], 3)).format_map(slots)
@@ -188,8 +197,7 @@ def _bodies(slots: _Slots, rng: random.Random, problems: list[dict]) -> dict[str
         "course": _course(slots, rng, problems),
         "procedures": _listing(rng, [rng.choice(p["proc"]) for p in problems[:2]]) if rng.random() < 0.6 else "None",
         "dc_meds": _discharge_meds(slots, rng, problems),
-        "dc_dx": "Primary: " + rng.choice(first["prob"]) + "\nSecondary: "
-                 + ", ".join(rng.choice(p["prob"]) for p in problems[1:]) if len(problems) > 1 else rng.choice(first["prob"]),
+        "dc_dx": _diagnoses(rng, problems),
         "condition": rng.choice(bank.CONDITIONS),
         "instructions": dear + _prose(slots, rng, rng.randint(2, 5), (9, 9, 9, 5, 8, 2), "instructions"),
         "followup": followup,
@@ -242,9 +250,8 @@ def _style(rng: random.Random, marked: str) -> str:
 def compose(rng: random.Random, *, female: bool, age: int, year: int) -> str:
     """One marked note (``⟦N|...⟧`` around decisions)."""
     he, his = ("she", "her") if female else ("he", "his")
-    slots = _Slots(rng, {"he": he, "his": his, "age": str(age),
-                         "sexword": rng.choice(("F", "woman", "female")) if female else rng.choice(("M", "man", "male"))},
-                   year)
+    sexword = rng.choice(("F", "woman", "female") if female else ("M", "man", "male"))
+    slots = _Slots(rng, {"he": he, "his": his, "age": str(age), "sexword": sexword}, year)
     problems = rng.sample(bank.PROBLEMS, rng.randint(2, 5))
     bodies = _bodies(slots, rng, problems)
     heading = rng.choice(_HEADINGS)
