@@ -104,3 +104,16 @@ def test_time_warmup_then_cosine_over_the_budget() -> None:
     assert 0.8 < f(2) <= 1.0  # warm-up over, the cosine starts from the top
     time.sleep(1.5)
     assert f(3) == 0.0 and clock.spent() and clock.progress(3) == 1.0
+
+
+def test_toml_options_go_through_the_same_parser(tmp_path: Path) -> None:
+    from test_artifact import write_toy_data
+
+    data = write_toy_data(tmp_path / "train.jsonl", 4, seed=0)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'program = "test_artifact:TOY"\ntrain = "{data}"\noptimizer = "bootstrap"\nlm = "local:/nowhere"\n'
+                   f'out = "{tmp_path / "art"}"\n[options]\nmax_bootstraped_demos = 2\n')
+    r = CliRunner().invoke(app, ["compile", "--config", str(cfg)])
+    message = " ".join(r.stderr.split())
+    assert r.exit_code == 2 and "unknown option 'max_bootstraped_demos' for the bootstrap optimizer" in message
+    assert "max_bootstrapped_demos" in message
