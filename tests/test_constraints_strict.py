@@ -92,6 +92,7 @@ def test_the_bias_alone_produces_control_characters(tiny_engine):
     assert all(strictness_error('"' + t) for t, _ in texts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", json_signatures(), ids=lambda s: s.__name__)
 def test_json_outputs_are_strict_and_compact_under_pressure(sig, tiny_engine, monkeypatch):
     monkeypatch.setattr("medprog.engines.constraints.MAX_STRING_CHARS", 24)

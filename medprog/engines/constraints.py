@@ -63,9 +63,9 @@ def _close_objects(schema: Any, max_chars: int | None = None) -> Any:
     if isinstance(schema, dict):
         schema = {k: _close_objects(v, max_chars) for k, v in schema.items()}
         if schema.get("type") == "string" and not ({"enum", "const", "pattern", "maxLength"} & set(schema)):
-            schema["maxLength"] = max_chars
+            schema["maxLength"] = max(max_chars, schema.get("minLength", 0))
         if schema.get("type") == "array" and "maxItems" not in schema:
-            schema["maxItems"] = MAX_LIST_ITEMS
+            schema["maxItems"] = max(MAX_LIST_ITEMS, schema.get("minItems", 0))
         if schema.get("type") == "object" and "properties" in schema:
             schema["additionalProperties"] = False
             schema["required"] = list(schema["properties"])
