@@ -1,37 +1,42 @@
-"""Constraint build time and constrained decoding speed, per backend — prints a table.
+"""Constraint build time, mask time and constrained decoding speed, per backend — prints two tables.
 
-Kinds: (a) a JSON schema with an enum, a list and a nested object; (b) the `TaggedText`
-constraint over a 2,000- and a 20,000-character note with the 9 MedDec tags. Vocabularies:
-a small corpus-trained BPE (2,048) and litellm's bundled 129k DeepSeek tokenizer, each on a
-tiny random Qwen2 (decode speed is measured on the small-vocabulary model, as the target asks).
-Backends: outlines_core, xgrammar, llguidance (JSON schema; for tagging, the regex a grammar
-engine can express) and medprog's own tagging automaton. Each cell runs in a fresh process
-with a time limit; decode speed is tokens/s constrained ÷ unconstrained, same model, same run.
+Build table: every JSON schema the package's signatures declare, and the `TaggedText`
+constraint over a 2,000- and a 20,000-character note with the 9 MedDec tags, at SmolLM2's
+49k vocabulary and litellm's bundled 129k DeepSeek vocabulary. Backends: llguidance (medprog's
+default, through ``llguidance.torch``), xgrammar and outlines_core (through outlines'
+processors, as ``json_backend`` selects them), and for tagging medprog's own automaton (the
+others get the regex a grammar engine can express). Each cell runs in a fresh process with a
+time and memory limit; ``ms/mask`` is the processor's own time per step over a short walk.
 
-Targets: tagging constraint for a 20,000-character note builds in < 1 s at 129k vocabulary;
-JSON constraints < 0.5 s; constrained decoding ≥ 0.67x unconstrained on the small model.
+Decode table: constrained ÷ unconstrained tokens/s, same model, prompt and length, batch 1
+and 8, on the tiny random model (2k vocabulary) and on SmolLM2-135M when it is prepared
+(``medprog models prepare smollm2``).
 
-    python benchmarks/constraints.py [--timeout 120] [--quick]
+    python benchmarks/constraints.py [--timeout 60] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
+import pkgutil
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-BACKENDS = ["outlines_core", "xgrammar", "llguidance"]
+BACKENDS = ["llguidance", "xgrammar", "outlines_core"]
+SMOLLM2 = Path(os.environ.get("MEDPROG_SMOLLM2", Path.home() / ".cache/medprog/models/smollm2"))
+MEMORY_LIMIT = 4 << 30
 
 
 def deepseek_tokenizer_file() -> Path:
@@ -40,32 +45,8 @@ def deepseek_tokenizer_file() -> Path:
     return Path(litellm.__file__).parent / "litellm_core_utils" / "tokenizers" / "deepseek_tokenizer.json"
 
 
-def build_models(root: Path) -> dict[str, Path]:
-    """The two benchmark models (random weights), built once."""
-    from transformers import PreTrainedTokenizerFast
-
-    from medprog.engines.small_model import (CHAT_TEMPLATE, SmallModelConfig, build_model, build_tokenizer,
-                                             tag_tokens)
-    from medprog.signatures.tagging import DECISION_TAGS
-
-    cfg = SmallModelConfig(hidden_size=64, num_layers=2, num_heads=1, intermediate_size=128, max_positions=16384)
-    out = {}
-    corpus = [n for n in notes_text(60_000).split("\n\n")]
-    small = build_tokenizer(corpus, 2048, DECISION_TAGS)
-    big = PreTrainedTokenizerFast(tokenizer_file=str(deepseek_tokenizer_file()), eos_token="<｜end▁of▁sentence｜>",
-                                  pad_token="<｜end▁of▁sentence｜>")
-    big.add_tokens(tag_tokens(DECISION_TAGS))
-    big.chat_template = CHAT_TEMPLATE
-    for name, tok in (("small", small), ("129k", big)):
-        path = root / name
-        tok.save_pretrained(path)
-        build_model(tok, cfg).save_pretrained(path)
-        out[name] = path
-    return out
-
-
 def notes_text(chars: int) -> str:
-    """At least ``chars`` characters of synthetic discharge summaries, cut at a note boundary."""
+    """At least ``chars`` characters of synthetic discharge summaries, cut at a word boundary."""
     from medprog.data.meddec import load_meddec
     from medprog.data.synth_meddec import synth_meddec
 
@@ -80,122 +61,217 @@ def notes_text(chars: int) -> str:
     return text[:chars].rsplit(" ", 1)[0]
 
 
-class Expert(BaseModel):
-    role: str
-    hierarchy: Literal["independent", "lead", "member"]
-
-
-class Team(BaseModel):
-    name: str
-    lead: Expert
-    members: list[Expert]
-
-
-def json_schema() -> dict:
-    """Schema with an enum, a list and nested objects, as medprog builds it for a signature."""
-    import dspy
-
-    from medprog.engines.constraints import constraint_for
+def program_schemas() -> dict[str, dict]:
+    """Name → JSON schema for every declared signature whose output is constrained as JSON."""
+    import medprog.signatures as pkg
+    from medprog.engines.constraints import constraint_for, output_mode
     from medprog.signatures import Signature
 
-    class Plan(Signature):
-        question: str = dspy.InputField()
-        complexity: Literal["basic", "intermediate", "advanced"] = dspy.OutputField()
-        teams: list[Team] = dspy.OutputField()
+    out = {}
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        for obj in vars(importlib.import_module(f"medprog.signatures.{mod.name}")).values():
+            if isinstance(obj, type) and issubclass(obj, Signature) and obj is not Signature and obj.output_fields \
+                    and output_mode(obj) == "json":
+                out[obj.__qualname__] = constraint_for(obj, {k: "x" for k in obj.input_fields}).json_schema
+    return dict(sorted(out.items()))
 
-    return constraint_for(Plan, {"question": "q"}).json_schema
+
+def build_models(root: Path) -> dict[str, Path]:
+    """Random tiny models on three vocabularies: a corpus-trained 2k BPE, SmolLM2's 49k, DeepSeek's 129k."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from medprog.engines.small_model import CHAT_TEMPLATE, SmallModelConfig, build_model, build_tokenizer
+    from medprog.signatures.tagging import DECISION_TAGS
+
+    cfg = SmallModelConfig(hidden_size=64, num_layers=2, num_heads=1, intermediate_size=128, max_positions=16384)
+    toks = {"2k": build_tokenizer(notes_text(60_000).split("\n\n"), 2048, DECISION_TAGS)}
+    if (SMOLLM2 / "tokenizer.json").is_file():
+        toks["49k"] = AutoTokenizer.from_pretrained(SMOLLM2)
+    big = PreTrainedTokenizerFast(tokenizer_file=str(deepseek_tokenizer_file()), eos_token="<｜end▁of▁sentence｜>",
+                                  pad_token="<｜end▁of▁sentence｜>")
+    big.chat_template = CHAT_TEMPLATE
+    toks["129k"] = big
+    out = {}
+    for name, tok in toks.items():
+        tok.save_pretrained(root / name)
+        build_model(tok, cfg).save_pretrained(root / name)
+        out[name] = root / name
+    return out
 
 
-def cell(model: str, kind: str, backend: str, decode: bool) -> dict:
-    """Build (and optionally decode with) one constraint; runs inside a child process."""
+def make_processor(engine, c, backend: str, batch: int, prompt_len: int):
+    """The logits processor the local engine uses for ``c`` with ``backend`` (tagging: or a regex grammar)."""
+    from medprog.engines.constraints import TaggedConstraint, tagged_regex
+    from medprog.engines.grammar_processor import GrammarLogitsProcessor
+
+    if not isinstance(c, TaggedConstraint) or backend == "medprog":
+        engine.json_backend = backend if backend != "medprog" else engine.json_backend
+        (proc,) = engine.logits_processors([c] * batch, prompt_len)
+        return proc
+    if backend == "llguidance":
+        import llguidance
+
+        grammar = llguidance.grammar_from("regex", tagged_regex(c))
+        return GrammarLogitsProcessor(engine.llguidance_tokenizer(), [grammar] * batch, prompt_len)
+    from outlines.backends import get_regex_logits_processor
+
+    return get_regex_logits_processor(backend, engine.outlines_model(), tagged_regex(c))
+
+
+def walk_ms(proc, vocab: int, prompt_len: int, steps: int) -> float:
+    """Mean ms per processor call over a walk choosing a random admissible token each step."""
     import torch
-    from transformers import LogitsProcessorList
 
-    from medprog.engines.constraints import TaggedConstraint, json_whitespace_free, tagged_regex
-    from medprog.engines.local import LocalEngine, end_of_turn_id
-    from medprog.engines.tagging_processor import TaggingLogitsProcessor
+    ids, spent, n = torch.zeros(1, prompt_len, dtype=torch.long), 0.0, 0
+    for _ in range(steps):
+        scores = torch.randn(1, vocab)
+        t = time.perf_counter()
+        masked = proc(ids, scores)
+        spent += time.perf_counter() - t
+        n += 1
+        token = int(masked.argmax())
+        if not torch.isfinite(masked[0, token]):
+            break
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return 1000 * spent / max(n, 1)
+
+
+def build_cell(model: str, kind: str, backend: str) -> None:
+    """Build each constraint of ``kind`` and walk a few masks; prints a JSON line after each."""
+    import torch
+
+    from medprog.engines.constraints import JsonConstraint, TaggedConstraint
+    from medprog.engines.local import LocalEngine
     from medprog.signatures.tagging import DECISION_TAGS
 
     torch.set_num_threads(1)
-    engine = LocalEngine(model)
-    tok = engine.tokenizer
-    prompt = torch.tensor([tok("note:", add_special_tokens=False)["input_ids"]])
-    t0 = time.perf_counter()
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    engine = LocalEngine(model, cache=None)
+    vocab = engine.model.config.vocab_size
     if kind == "json":
-        from outlines.backends import get_json_schema_logits_processor
-
-        schema = json_whitespace_free(json_schema())
-        proc = get_json_schema_logits_processor(backend, engine._outlines(), schema,
-                                                **({"whitespace_pattern": ""} if backend == "outlines_core" else {}))
-        max_new = 256
+        cs = {k: JsonConstraint(json_schema=v) for k, v in sorted(program_schemas().items(), key=lambda kv: len(
+            json.dumps(kv[1])))}
     else:
-        text = notes_text(int(kind.split("_")[1]))
-        c = TaggedConstraint(text=text, tags=list(DECISION_TAGS))
-        if backend == "medprog":
-            automaton = engine.tag_automaton(c)
-            proc = TaggingLogitsProcessor([automaton], prompt.shape[1])
-            max_new = sum(map(len, automaton.layout.unit_tokens)) + 8
-        else:
-            from outlines.backends import get_regex_logits_processor
+        cs = {kind: TaggedConstraint(text=notes_text(int(kind.split("_")[1])), tags=list(DECISION_TAGS))}
+    builds, masks = [], []
+    for name, c in cs.items():
+        t = time.perf_counter()
+        proc = make_processor(engine, c, backend, 1, 1)
+        builds.append(1000 * (time.perf_counter() - t))
+        masks.append(walk_ms(proc, vocab, 1, 24))
+        print(json.dumps({"n": len(builds), "of": len(cs), "build_ms_max": max(builds),
+                          "build_ms_median": statistics.median(builds), "first_build_ms": builds[0],
+                          "mask_ms": statistics.mean(masks), "slowest": name if builds[-1] == max(builds) else None}),
+              flush=True)
 
-            proc = get_regex_logits_processor(backend, engine._outlines(), tagged_regex(c))
-            max_new = len(tok(text, add_special_tokens=False)["input_ids"]) + 8
-    build_s = time.perf_counter() - t0
-    result = {"build_s": build_s}
-    if decode:
-        n = min(max_new, 400)
 
-        def run(processors: list) -> tuple[int, float]:
-            t = time.perf_counter()
-            with torch.inference_mode():
-                out = engine.model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
-                                            do_sample=False, use_cache=True, pad_token_id=tok.pad_token_id,
-                                            eos_token_id=end_of_turn_id(tok), logits_processor=LogitsProcessorList(processors),
-                                            **({} if processors else {"min_new_tokens": n}))
-            return out.shape[1] - prompt.shape[1], time.perf_counter() - t
+def decode_rows(model: str, label: str, batches: list[int], new_tokens: int) -> list[dict]:
+    """Constrained ÷ unconstrained tokens/s for a JSON schema and tagging, per backend and batch."""
+    import torch
 
-        run([])  # warm-up
-        base_n, base_s = run([])
-        con_n, con_s = run([proc])
-        result.update(tokens=con_n, tok_s=con_n / con_s, base_tok_s=base_n / base_s,
-                      ratio=(con_n / con_s) / (base_n / base_s))
-    return result
+    from medprog.engines.constraints import JsonConstraint, TaggedConstraint
+    from medprog.engines.local import LocalEngine, render_prompt
+    from medprog.signatures.tagging import DECISION_TAGS
+
+    torch.set_num_threads(1)
+    engine = LocalEngine(model, cache=None)
+    tok = engine.tokenizer
+    schemas = program_schemas()
+    cases = [("json ExpertAnswer", JsonConstraint(json_schema=schemas["ExpertAnswer"]), ["llguidance", "xgrammar"]),
+             ("tagged 2000", TaggedConstraint(text=notes_text(2000), tags=list(DECISION_TAGS)), ["medprog"])]
+    if label.startswith("tiny"):
+        cases[0][2].append("outlines_core")
+    prompt = render_prompt(tok, [{"role": "user", "content": "Write the answer for this patient note."}])
+    rows = []
+    for batch in batches:
+        ids = torch.tensor([prompt] * batch)
+        tokens_per_s(engine, ids, [], new_tokens)  # warm-up
+        base = tokens_per_s(engine, ids, [], new_tokens)
+        for name, c, backends in cases:
+            for backend in backends:
+                rate = tokens_per_s(engine, ids, [make_processor(engine, c, backend, batch, ids.shape[1])], new_tokens)
+                rows.append({"model": label, "batch": batch, "constraint": name, "backend": backend,
+                             "tok_s": rate, "base_tok_s": base, "ratio": rate / base})
+                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
+def tokens_per_s(engine, ids, processors: list, new_tokens: int) -> float:
+    """Generated (non-pad) tokens per second, greedy; unconstrained runs are held to the full length."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from medprog.engines.local import end_of_turn_id
+
+    tok = engine.tokenizer
+    t = time.perf_counter()
+    with torch.inference_mode():
+        out = engine.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False,
+            use_cache=True, pad_token_id=tok.pad_token_id, eos_token_id=end_of_turn_id(tok),
+            logits_processor=LogitsProcessorList(processors), **({} if processors else {"min_new_tokens": new_tokens}))
+    seconds = time.perf_counter() - t
+    return int((out[:, ids.shape[1]:] != tok.pad_token_id).sum()) / seconds
+
+
+def run_build_cells(models: dict[str, Path], kinds: list[str], timeout: float) -> list[tuple]:
+    rows = []
+    for vocab in ("49k", "129k"):
+        if vocab not in models:
+            continue
+        for kind in kinds:
+            for backend in BACKENDS + (["medprog"] if kind != "json" else []):
+                cmd = [sys.executable, __file__, "--build-cell", str(models[vocab]), kind, backend]
+                try:
+                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+                    out, err = p.stdout, (p.stderr.strip().splitlines() or [""])[-1]
+                except subprocess.TimeoutExpired as e:
+                    out, err = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or ""), \
+                        f"> {timeout:.0f} s"
+                lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+                res = lines[-1] if lines else {}
+                if not lines or res["n"] < res["of"]:
+                    res = {**res, "error": err[:50] or "failed"}
+                rows.append((vocab, kind, backend, res))
+                print(f"  {vocab} {kind} {backend} {json.dumps(res)}", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_tables(build: list[tuple], decode: list[dict]) -> None:
+    print(f"\n{'vocab':5} {'constraint':18} {'backend':13} {'built':>7} {'max ms':>9} {'median ms':>9} {'ms/mask':>8}")
+    for vocab, kind, backend, r in build:
+        label = "all 23 schemas" if kind == "json" else kind.replace("_", " ") + " chars"
+        done = f"{r.get('n', 0)}/{r.get('of', '?')}"
+        if "build_ms_max" not in r:
+            print(f"{vocab:5} {label:18} {backend:13} {done:>7} {r.get('error', ''):>9}")
+            continue
+        note = f"  ({r['error']})" if "error" in r else ""
+        print(f"{vocab:5} {label:18} {backend:13} {done:>7} {r['build_ms_max']:9.1f} {r['build_ms_median']:9.1f} "
+              f"{r['mask_ms']:8.3f}{note}")
+    print(f"\n{'model':12} {'batch':>5} {'constraint':18} {'backend':13} {'tok/s':>8} {'unconstr':>9} {'ratio':>6}")
+    for r in decode:
+        print(f"{r['model']:12} {r['batch']:5d} {r['constraint']:18} {r['backend']:13} {r['tok_s']:8.1f} "
+              f"{r['base_tok_s']:9.1f} {r['ratio']:6.2f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per cell")
-    ap.add_argument("--quick", action="store_true", help="skip the 20,000-character note")
-    ap.add_argument("--cell", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per build cell")
+    ap.add_argument("--quick", action="store_true", help="skip the 20,000-character note and SmolLM2 decoding")
+    ap.add_argument("--new-tokens", type=int, default=48, help="tokens per decode run")
+    ap.add_argument("--build-cell", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.cell:
-        model, kind, backend, decode = args.cell
-        print(json.dumps(cell(model, kind, backend, decode == "1")))
+    if args.build_cell:
+        build_cell(*args.build_cell)
         return
     kinds = ["json", "tagged_2000"] + ([] if args.quick else ["tagged_20000"])
     with tempfile.TemporaryDirectory() as d:
         models = build_models(Path(d))
-        rows = []
-        for vocab, path in models.items():
-            for kind in kinds:
-                for backend in BACKENDS + (["medprog"] if kind != "json" else []):
-                    decode = vocab == "small"
-                    cmd = [sys.executable, __file__, "--cell", str(path), kind, backend, "1" if decode else "0"]
-                    try:
-                        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-                        res = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {
-                            "error": (p.stderr.strip().splitlines() or ["failed"])[-1][:60]}
-                    except subprocess.TimeoutExpired:
-                        res = {"error": f"> {args.timeout:.0f} s"}
-                    rows.append((vocab, kind, backend, res))
-                    print(f"  {vocab:6} {kind:13} {backend:14} {json.dumps(res)}", file=sys.stderr, flush=True)
-    print(f"\n{'vocab':6} {'constraint':13} {'backend':14} {'build s':>9} {'tok/s':>8} {'unconstr':>9} {'ratio':>6}")
-    for vocab, kind, backend, r in rows:
-        if "error" in r:
-            print(f"{vocab:6} {kind:13} {backend:14} {r['error']:>9}")
-            continue
-        dec = (f"{r['tok_s']:8.1f} {r['base_tok_s']:9.1f} {r['ratio']:6.2f}" if "ratio" in r else f"{'':8} {'':9} {'':6}")
-        print(f"{vocab:6} {kind:13} {backend:14} {r['build_s']:9.3f} {dec}")
+        build = run_build_cells(models, kinds, args.timeout)
+        decode = decode_rows(str(models["2k"]), "tiny 2k", [1, 8], args.new_tokens)
+        if (SMOLLM2 / "config.json").is_file() and not args.quick:
+            decode += decode_rows(str(SMOLLM2), "SmolLM2 49k", [1, 8], args.new_tokens)
+    print_tables(build, decode)
 
 
 if __name__ == "__main__":
