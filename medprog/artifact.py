@@ -19,6 +19,7 @@ artifact raises `ArtifactError` naming the file and the problem.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import importlib
@@ -112,12 +113,13 @@ def program_ref(info: Any) -> str:
     """How an artifact names its program: the registry name, or ``module:ATTR`` for one defined elsewhere."""
     import sys
 
-    from medprog.programs.registry import _MODULES
+    from medprog.programs.registry import registered_name
 
-    if info.name in _MODULES:
-        return info.name
-    if getattr(info, "_medprog_ref", None):
-        return info._medprog_ref
+    name = registered_name(info)
+    if name:
+        return name
+    if getattr(info, "ref", None):
+        return info.ref
     for fn in (info.build, info.load, info.score):
         mod = sys.modules.get(getattr(fn, "__module__", "") or "")
         for attr, value in vars(mod or object).items():
@@ -130,18 +132,14 @@ def program_ref(info: Any) -> str:
 def resolve_program(ref: str):
     """A `ProgramInfo` from a registry name or a ``package.module:ATTR`` import path."""
     if ":" in ref:
+        from medprog.programs.registry import UnknownProgramError
+
         mod_name, _, attr = ref.partition(":")
         try:
             info = getattr(importlib.import_module(mod_name), attr)
         except (ImportError, AttributeError) as e:
-            from medprog.programs.registry import UnknownProgramError
-
             raise UnknownProgramError(ref) from e
-        try:
-            object.__setattr__(info, "_medprog_ref", ref)
-        except (AttributeError, TypeError):  # pragma: no cover - a ProgramInfo with slots
-            pass
-        return info
+        return info if getattr(info, "ref", ref) == ref else dataclasses.replace(info, ref=ref)
     from medprog.programs import get_program
 
     return get_program(ref)

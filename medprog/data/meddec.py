@@ -66,6 +66,8 @@ ANNOTATIONS_DIR = "data"
 TEXTS_DIR = "raw_text"
 STATS_FILE = "stats.csv"
 SPLITS_DIR = "splits"
+SUBMISSION_FILE = "predictions.json"
+"""The official submission file an evaluation writes beside its records (what an ensemble reads)."""
 
 Span = tuple[int, int, int]
 """``(start, end, category)``: one predicted or gold decision span."""

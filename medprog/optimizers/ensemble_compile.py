@@ -1,9 +1,10 @@
-"""`ensemble`: Span-Cluster Consensus over several taggers' evaluation outputs.
+"""`ensemble`: Span-Cluster Consensus over several span-tagging runs' evaluation outputs.
 
 ``medprog compile tagger --optimizer ensemble --members OUT1 OUT2 OUT3 --dev DATA --out ART``
-reads each member's official submission (``OUT/predictions.json``, written by
-``medprog eval``), tunes the four thresholds with Optuna on the dev notes, and stores them
-in the artifact. `apply_ensemble` combines members' test outputs with the tuned parameters.
+reads each member's submission (the file the program declares in `ProgramInfo.ensemble`, for
+the tagger ``OUT/predictions.json``, written by ``medprog eval``), tunes the four thresholds
+with Optuna on the dev notes, and stores them in the artifact. `apply_ensemble` combines
+members' test outputs with the tuned parameters.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medprog.data.meddec import MedDecNote, read_submission, write_submission
 from medprog.optimizers.config import parse_options
 from medprog.optimizers.ensemble import ConsensusParams, consensus, tune_ensemble
 from medprog.optimizers.request import CompileError, CompileRequest
+from medprog.programs.registry import EnsembleInputs, ProgramInfo, Spans
 
 
 @dataclass
@@ -28,13 +29,20 @@ class EnsembleConfig:
             raise ValueError(f"n_trials must be at least 1, got {self.n_trials}")
 
 
-def read_member(path: Path) -> dict[str, list[tuple[int, int, int]]]:
-    """A member's predictions: an eval directory (its predictions.json) or a submission file."""
+def read_member(inputs: EnsembleInputs, path: Path) -> Spans:
+    """A member's predictions: an eval directory (its submission file) or the file itself."""
     path = Path(path)
-    file = path / "predictions.json" if path.is_dir() else path
+    file = path / inputs.submission if path.is_dir() else path
     if not file.is_file():
-        raise CompileError(f"{path}: no predictions.json (run `medprog eval` for this member first)")
-    return read_submission(file)
+        raise CompileError(f"{path}: no {inputs.submission} (run `medprog eval` for this member first)")
+    return inputs.read(file)
+
+
+def ensemble_inputs(info: ProgramInfo) -> EnsembleInputs:
+    """What the ensemble reads from ``info``'s evaluations; refuses programs without span outputs."""
+    if info.ensemble is None:
+        raise CompileError(f"the ensemble optimizer combines span predictions; {info.name} declares none")
+    return info.ensemble
 
 
 def compile_ensemble(req: CompileRequest) -> Path:
@@ -43,17 +51,16 @@ def compile_ensemble(req: CompileRequest) -> Path:
 
     cfg = parse_options(EnsembleConfig, req.options, optimizer="ensemble")
     info = req.program
-    if info.name != "tagger":
-        raise CompileError("the ensemble optimizer combines tagger outputs (span predictions)")
+    inputs = ensemble_inputs(info)
     members = [Path(m) for m in req.members]
     if len(members) < 2:
         raise CompileError("the ensemble optimizer needs at least two --members (eval output directories)")
     if not req.dev:
         raise CompileError("the ensemble optimizer tunes on dev notes: "
                            "pass --dev DATA (or --train DIR with a val split)")
-    dev_notes = [MedDecNote.model_validate(ex.meddec) for ex in req.dev]
+    dev_notes = inputs.gold(list(req.dev))
     ids = {n.id for n in dev_notes}
-    preds = [{k: v for k, v in read_member(m).items() if k in ids} for m in members]
+    preds = [{k: v for k, v in read_member(inputs, m).items() if k in ids} for m in members]
     params, metrics = tune_ensemble(preds, dev_notes, n_trials=cfg.n_trials, seed=req.seed)
     from medprog.metrics.meddec import score
 
@@ -68,15 +75,16 @@ def compile_ensemble(req: CompileRequest) -> Path:
                          extra={"members": [str(m) for m in members]})
 
 
-def apply_ensemble(artifact: Path, members: list[Path], out: Path) -> dict[str, list[tuple[int, int, int]]]:
+def apply_ensemble(artifact: Path, members: list[Path], out: Path) -> Spans:
     """Combine members' predictions with an ensemble artifact's tuned thresholds; write a submission."""
     from medprog.artifact import load_artifact
 
     art = load_artifact(artifact)
     if not art.ensemble:
         raise ValueError(f"{artifact}: not an ensemble artifact (no tuned parameters in program.json)")
-    combined = consensus([read_member(m) for m in members], ConsensusParams(**art.ensemble))
+    inputs = ensemble_inputs(art.info)
+    combined = consensus([read_member(inputs, m) for m in members], ConsensusParams(**art.ensemble))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_submission(out, combined)
+    inputs.write(out, combined)
     return combined
 

@@ -1,8 +1,9 @@
 """`grpo`: reinforce a compiled program's model with TRL's `GRPOTrainer`.
 
-Rewards come from the program's own metric on each sampled completion: for the tagger,
-exact-span F1 and token F1 against gold; for a choice output (MCQ programs, C-Reason), the
-exact letter. Several rewards are aggregated with TRL's ``multi_objective_aggregation``.
+Rewards come from the program's own metric on each sampled completion: the metric keys the
+program declares (`ProgramInfo.reward_metrics`; for the tagger, exact-span F1 and token F1
+against gold), else its per-example score (for a choice output, the exact letter).
+Several rewards are aggregated with TRL's ``multi_objective_aggregation``.
 
 A ``TaggedText`` output is sampled *under its constraint*, as it is decoded at inference
 (a TRL ``rollout_func`` running medprog's tagging automaton): every rollout is a faithful copy
@@ -50,9 +51,7 @@ def reward_functions(info: Any, signature: Any, examples: dict[str, dspy.Example
         except ConstraintViolation:
             return None
 
-    if output_mode(signature) == "tagged" and info.name == "tagger":
-        from medprog.programs.tagger import metrics as tagger_metrics
-        from medprog.programs.tagger import to_record
+    if info.reward_metrics:
 
         def per_note(key: str) -> Callable:
             def reward(prompts, completions, example_id, **_: Any) -> list[float]:
@@ -62,8 +61,8 @@ def reward_functions(info: Any, signature: Any, examples: dict[str, dspy.Example
                     if values is None:
                         out.append(0.0)
                         continue
-                    rec = to_record(examples[i], dspy.Prediction(**values))
-                    out.append(float(tagger_metrics([examples[i]], [rec])[key]))
+                    rec = info.to_record(examples[i], dspy.Prediction(**values))
+                    out.append(float(info.metrics([examples[i]], [rec])[key]))
                 return out
 
             reward.__name__ = f"{key}_reward"
@@ -72,7 +71,7 @@ def reward_functions(info: Any, signature: Any, examples: dict[str, dspy.Example
         def fidelity_reward(prompts, completions, example_id, **_: Any) -> list[float]:
             return [float(parsed(t, examples[i]) is not None) for t, i in zip(map(_text, completions), example_id)]
 
-        rewards = [per_note("span_f1"), per_note("token_f1")]
+        rewards = [per_note(key) for key in info.reward_metrics]
         return rewards if constrained else [*rewards, fidelity_reward]
 
     def metric_reward(prompts, completions, example_id, **_: Any) -> list[float]:

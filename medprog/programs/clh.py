@@ -32,7 +32,7 @@ from medprog.programs.icd_index import (
     tabular_notes,
 )
 from medprog.programs.multiagent import narrowed_call, pmap, tracked
-from medprog.programs.registry import ProgramInfo, Record
+from medprog.programs.registry import Record, declare
 from medprog.signatures.icd import AnalyseNote, AssignCodes, LocateCodes, VerifyCodes
 
 STAGES = ("located", "verified", "assigned", "codes")
@@ -140,14 +140,11 @@ def score(example: dspy.Example, prediction: Any, trace: Any = None) -> float:
     return icd_metrics([list(example.get("targets") or [])], [list(prediction.codes)])["micro_f1"]
 
 
-PROGRAM = ProgramInfo(
+PROGRAM = declare(
+    __name__,
     name="clh",
     task="ICD-10-CM coding of clinical notes",
     metric="micro/macro F1, exact-set accuracy, per-stage recall",
     build=CodeLikeHumans,
-    load=load,
-    to_record=to_record,
-    metrics=metrics,
-    score=score,
     defaults={"top_k": 5, "max_terms": 8, "scope": None},
 )

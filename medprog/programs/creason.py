@@ -20,7 +20,7 @@ from medprog.data.registry import build_tasks, load_registry, load_tasks, regist
 from medprog.engines.accounting import step
 from medprog.metrics.mcq import mcq_metrics
 from medprog.programs.multiagent import narrowed_call, tracked
-from medprog.programs.registry import ProgramInfo, Record
+from medprog.programs.registry import Record, declare
 from medprog.signatures.creason import ClinicalReasoning
 
 
@@ -88,13 +88,10 @@ def grpo_reward(completions: list[Any], answer: list[str], **_: Any) -> list[flo
     return [exact_letter(t, a) for t, a in zip(texts, answer)]
 
 
-PROGRAM = ProgramInfo(
+PROGRAM = declare(
+    __name__,
     name="creason",
     task="clinical reasoning over registry records (masked variable / outcome)",
     metric="accuracy (GRPO reward: exact letter)",
     build=CReason,
-    load=load,
-    to_record=to_record,
-    metrics=metrics,
-    score=score,
 )

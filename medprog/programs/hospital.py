@@ -25,7 +25,7 @@ from medprog.data.hospital import PatientCase, load_hospital
 from medprog.engines.accounting import step
 from medprog.metrics.diagnosis import diagnosis_prf, judge_summary, split_diagnoses
 from medprog.programs.multiagent import pmap, tracked
-from medprog.programs.registry import ProgramInfo, Record
+from medprog.programs.registry import Record, declare
 from medprog.signatures.hospital import (
     MAX_DISPUTES,
     DiagnosisReport,
@@ -236,14 +236,11 @@ def judge(examples: list[dspy.Example], records: list[Record], max_workers: int 
     return judge_summary(pmap(grade, usable, max_workers))
 
 
-PROGRAM = ProgramInfo(
+PROGRAM = declare(
+    __name__,
     name="hospital",
     task="diagnostic consultation (AI Hospital / MVME)",
     metric="diagnosis set precision, recall, F1",
     build=Hospital,
-    load=load,
-    to_record=to_record,
-    metrics=metrics,
-    score=score,
     defaults={"mode": "single", "doctors": 3, "max_turns": 10, "rounds": 3},
 )

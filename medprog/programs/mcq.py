@@ -16,7 +16,7 @@ import dspy
 from medprog.engines.accounting import step
 from medprog.programs import mdagents
 from medprog.programs.multiagent import narrowed_call, tracked
-from medprog.programs.registry import ProgramInfo
+from medprog.programs.registry import declare
 from medprog.signatures.mcq import AnswerChoice, ReasonThenChoose
 
 
@@ -43,13 +43,13 @@ def to_record(example: dspy.Example, prediction: Any) -> dict[str, Any]:
             "reasoning": prediction.get("reasoning"), "usage": prediction.get("usage") or {}}
 
 
-PROGRAM = ProgramInfo(
+PROGRAM = declare(
+    __name__,
     name="mcq",
     task="medical multiple-choice QA in one call (MedQA-style; cot=true reasons first)",
     metric="accuracy; calls and tokens per question",
     build=MultipleChoice,
     load=mdagents.load,
-    to_record=to_record,
     metrics=mdagents.metrics,
     score=mdagents.score,
     defaults={"cot": False},

@@ -25,7 +25,7 @@ from medprog.data.medqa import load_medqa
 from medprog.engines.accounting import step
 from medprog.metrics.mcq import mcq_metrics
 from medprog.programs.multiagent import narrowed_call, pmap, tracked
-from medprog.programs.registry import ProgramInfo, Record
+from medprog.programs.registry import Record, declare
 from medprog.signatures.mcq import (
     Arbitrate,
     AssessComplexity,
@@ -223,15 +223,12 @@ def score(example: dspy.Example, prediction: Any, trace: Any = None) -> float:
     return float(prediction.answer == example.get("answer"))
 
 
-PROGRAM = ProgramInfo(
+PROGRAM = declare(
+    __name__,
     name="mdagents",
     task="medical multiple-choice QA (MedQA-style)",
     metric="accuracy; calls and tokens per question and per mode",
     build=MDAgents,
-    load=load,
-    to_record=to_record,
-    metrics=metrics,
-    score=score,
     defaults={"mode": "adaptive", "n_experts": 3, "rounds": 2, "turns": 2, "n_specialist_teams": 1,
               "team_size": 2},
 )

@@ -1,12 +1,16 @@
 """The program registry: name → program class, data loader, metric, default settings.
 
-Each program module defines ``PROGRAM = ProgramInfo(...)``; the registry imports a
-module only when its program is asked for, so ``medprog programs`` stays fast.
+Each program module defines ``PROGRAM = declare(__name__, ...)`` (its ``load``, ``to_record``,
+``metrics``, ``score`` and optional hooks are picked up by name); the registry imports a module
+only when its program is asked for, so ``medprog programs`` stays fast. What generic code needs
+to know about a program (what GRPO rewards, what an ensemble reads) is declared here as
+capability fields, so no optimizer or artifact code tests a program's name.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +19,21 @@ from typing import Any
 import dspy
 
 Record = dict[str, Any]
+Spans = dict[str, list[tuple[int, int, int]]]
+
+
+@dataclass(frozen=True)
+class EnsembleInputs:
+    """What a span ensemble reads from a program: each member's evaluation file and the gold notes."""
+
+    submission: str
+    """The file an evaluation writes beside its records: ``{note id: [(start, end, category)]}``."""
+    read: Callable[[Path], Spans]
+    """Reads a ``submission`` file."""
+    write: Callable[[Path, Spans], None]
+    """Writes combined spans in the same format."""
+    gold: Callable[[list[dspy.Example]], list[Any]]
+    """The gold notes the ensemble is tuned on (`medprog.data.meddec.MedDecNote`), from examples."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,35 @@ class ProgramInfo:
     train_examples: Callable[[list[dspy.Example], dict[str, Any]], list[dspy.Example]] | None = None
     """Optional: the examples weight optimizers train the predictor on, from program-level examples
     and build settings (the tagger's windows); by default the examples themselves."""
+    fit_settings: Callable[[list[dspy.Example], dict[str, Any]], dict[str, Any]] | None = None
+    """Optional: build settings learnt from the training examples when a program is compiled (the
+    tagger's constraint limits); they override the defaults, never settings the user gave."""
+    reward_metrics: tuple[str, ...] = ()
+    """Keys of ``metrics`` over one example that GRPO rewards each completion with (several are
+    aggregated); empty: the per-example ``score``."""
+    ensemble: EnsembleInputs | None = None
+    """Set for programs whose outputs a Span-Cluster Consensus ensemble can combine."""
+    ref: str | None = None
+    """How an artifact names the program when it is not registered: ``package.module:ATTR``."""
+
+
+HOOKS = ("extras", "report_notes", "train_examples", "fit_settings")
+
+
+def declare(module: str, *, name: str, task: str, metric: str, build: Callable[..., dspy.Module],
+            **fields: Any) -> ProgramInfo:
+    """The `ProgramInfo` of a program module (call as ``PROGRAM = declare(__name__, ...)``).
+
+    Takes the module's ``load``, ``to_record``, ``metrics`` and ``score`` and whichever optional
+    hooks (``extras``, ``report_notes``, ``train_examples``) it defines, unless ``fields`` names
+    them (a program reusing another's data and metric); ``fields`` sets the rest.
+    """
+    mod = sys.modules[module]
+    parts = {k: getattr(mod, k) for k in ("load", "to_record", "metrics", "score") if k not in fields}
+    hooks = {k: getattr(mod, k) for k in HOOKS if k not in fields and callable(getattr(mod, k, None))}
+    return ProgramInfo(name=name, task=task, metric=metric, build=build, ref=f"{module}:PROGRAM",
+                       **parts, **hooks, **fields)
+
 
 
 _MODULES = {
@@ -67,6 +115,14 @@ class UnknownProgramError(KeyError):
 def available() -> list[str]:
     """Registered program names whose module is present."""
     return [n for n, m in _MODULES.items() if importlib.util.find_spec(m) is not None]
+
+
+def registered_name(info: ProgramInfo) -> str | None:
+    """The name ``info`` is registered under, or None for a program defined elsewhere."""
+    module = _MODULES.get(info.name)
+    if module is None or module not in sys.modules:
+        return None
+    return info.name if getattr(sys.modules[module], "PROGRAM", None) is info else None
 
 
 def get_program(name: str) -> ProgramInfo:

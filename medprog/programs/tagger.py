@@ -14,10 +14,19 @@ from typing import Any
 
 import dspy
 
-from medprog.data.meddec import CATEGORY_NAMES, CATEGORY_TAGS, Decision, MedDecNote, load_meddec, write_submission
+from medprog.data.meddec import (
+    CATEGORY_NAMES,
+    CATEGORY_TAGS,
+    SUBMISSION_FILE,
+    Decision,
+    MedDecNote,
+    load_meddec,
+    read_submission,
+    write_submission,
+)
 from medprog.data.sentences import windows
 from medprog.engines.tagging import Span, TaggedParseError, parse_tagged, render_tagged
-from medprog.programs.registry import ProgramInfo, Record
+from medprog.programs.registry import EnsembleInputs, Record, declare
 from medprog.signatures.tagging import TagDecisions
 
 TAG_TO_CATEGORY = {t: i + 1 for i, t in enumerate(CATEGORY_TAGS)}
@@ -117,8 +126,8 @@ def extras(out: Path, examples: list[dspy.Example], records: list[Record], resul
     """Official submission file and a per-category bar chart beside the generic outputs."""
     from medprog.metrics.meddec import plot_per_category
 
-    write_submission(out / "predictions.json", {r["id"]: [tuple(p) for p in r.get("predictions") or []]
-                                                for r in records})
+    write_submission(out / SUBMISSION_FILE, {r["id"]: [tuple(p) for p in r.get("predictions") or []]
+                                             for r in records})
     plot_per_category(result, out / "per_category.png")
 
 
@@ -149,17 +158,13 @@ def report_notes(examples: list[dspy.Example], records: list[Record]) -> dict[st
     return {"labels": labels, "notes": notes}
 
 
-PROGRAM = ProgramInfo(
+PROGRAM = declare(
+    __name__,
     name="tagger",
     task="clinical decision tagging (MedDec / MedExACT)",
     metric="span F1, token F1, worst subgroup, overall",
     build=Tagger,
-    load=load,
-    to_record=to_record,
-    metrics=metrics,
-    score=score,
-    extras=extras,
-    report_notes=report_notes,
     defaults={"window_chars": DEFAULT_WINDOW_CHARS},
-    train_examples=train_examples,
+    reward_metrics=("span_f1", "token_f1"),
+    ensemble=EnsembleInputs(submission=SUBMISSION_FILE, read=read_submission, write=write_submission, gold=_notes),
 )
