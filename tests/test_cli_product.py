@@ -203,4 +203,6 @@ def test_tagger_compile_and_eval_with_official_outputs(tmp_path: Path, tiny_mode
     assert {k: metrics[k] for k in report["dev"]["metrics"]} == report["dev"]["metrics"]
     assert {"span_f1", "token_f1", "overall"} <= set(metrics)
     assert (run / "predictions.json").is_file() and (run / "per_category.png").is_file()  # the tagger's extras
-    assert (run / "report.html").read_text().count("data:image/png;base64,") >= 2
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2
+    assert "Notes: gold beside predicted (1 of 1)" in page and "Worst group: " in page  # the tagger's notes
