@@ -572,7 +572,7 @@ def score_meddec_cmd(
     out: Path = typer.Option(None, "--out", help="Also write metrics.json here (a directory)."),
 ) -> None:
     """Official-equivalent MedDec metrics: span F1, token F1, worst subgroup, overall."""
-    from medprog.metrics.meddec import score_submission
+    from medprog.programs.tagger_outputs import score_submission
 
     metrics = score_submission(gold, pred, split)
     if out is not None:
@@ -632,7 +632,7 @@ def ensemble_apply_cmd(
     except ValueError as e:
         raise UsageError(str(e)) from None
     if gold is not None:
-        from medprog.metrics.meddec import score_submission
+        from medprog.programs.tagger_outputs import score_submission
 
         m = score_submission(gold, out, split)
         _print_json({k: m[k] for k in ("span_f1", "token_f1", "base", "worst", "overall")})

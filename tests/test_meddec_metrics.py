@@ -16,11 +16,11 @@ from medprog.metrics.meddec import (
     race_group,
     refine_span,
     score,
-    score_submission,
     sex_group,
     token_labels,
     token_offsets,
 )
+from medprog.programs.tagger_outputs import plot_per_category, score_submission
 
 
 def note(nid: str, text: str, spans=(), gender="F", ethnicity="W", language="ENGL") -> MedDecNote:
@@ -354,7 +354,7 @@ def test_score_submission_and_plot(tmp_path):
     write_submission(tmp_path / "bad.json", {"1_2_3": [(0, 4, 5)]})
     with pytest.raises(MedDecFormatError, match="no gold annotation"):
         score_submission(tmp_path / "d", tmp_path / "bad.json")
-    png = M.plot_per_category(m, tmp_path / "plots" / "per_category.png")
+    png = plot_per_category(m, tmp_path / "plots" / "per_category.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -124,7 +124,7 @@ def score(example: dspy.Example, prediction: Any, trace: Any = None) -> float:
 
 def extras(out: Path, examples: list[dspy.Example], records: list[Record], result: dict[str, Any]) -> None:
     """Official submission file and a per-category bar chart beside the generic outputs."""
-    from medprog.metrics.meddec import plot_per_category
+    from medprog.programs.tagger_outputs import plot_per_category
 
     write_submission(out / SUBMISSION_FILE, {r["id"]: [tuple(p) for p in r.get("predictions") or []]
                                              for r in records})
