@@ -108,3 +108,22 @@ def test_json_outputs_are_strict_and_compact_under_pressure(sig, tiny_engine, mo
         assert strictness_error(text) is None, text
         if finished:
             json.loads(text)
+
+
+@pytest.mark.parametrize("with_xgrammar", [True, False])
+def test_apply_bitmask_matches_the_bit_layout(with_xgrammar, monkeypatch):
+    """Bit ``i`` of word ``j`` admits token ``32j+i``, through xgrammar's kernel or plain torch."""
+    from medprog.engines.grammar_processor import apply_bitmask
+
+    if not with_xgrammar:
+        monkeypatch.setitem(__import__("sys").modules, "xgrammar", None)
+    gen = torch.Generator().manual_seed(0)
+    bitmask = torch.randint(-(2**31), 2**31 - 1, (3, 4), dtype=torch.int32, generator=gen)
+    scores = torch.randn(3, 120, generator=gen)
+    out = apply_bitmask(scores, bitmask)
+    for row in range(3):
+        for token in range(120):
+            admitted = (int(bitmask[row, token // 32]) >> (token % 32)) & 1
+            assert torch.isfinite(out[row, token]).item() == bool(admitted)
+            if admitted:
+                assert out[row, token] == scores[row, token]

@@ -73,5 +73,25 @@ class GrammarLogitsProcessor:
                 self._llt.fill_next_token_bitmask(m, self.bitmask, row)
             else:
                 self.bitmask[row].fill_(-1)
-        self._llt.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
+        return apply_bitmask(scores, self.bitmask)
+
+
+_BITS = torch.arange(32, dtype=torch.int32)
+
+
+def apply_bitmask(scores: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
+    """Scores with every token whose bit is 0 set to -inf (bit ``i`` of word ``j`` is token ``32j+i``).
+
+    llguidance's own kernel is ``torch.compile``d, which costs seconds on first use; xgrammar's
+    C++ kernel (same bit layout) is used where installed, else plain torch.
+    """
+    try:
+        import xgrammar
+
+        scores = scores.clone()
+        xgrammar.apply_token_bitmask_inplace(scores, bitmask.to(scores.device))
         return scores
+    except ImportError:
+        pass
+    allowed = ((bitmask.unsqueeze(-1) >> _BITS) & 1).view(bitmask.shape[0], -1)[:, : scores.shape[1]]
+    return scores.masked_fill(allowed.to(scores.device) == 0, float("-inf"))
