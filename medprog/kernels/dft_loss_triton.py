@@ -3,7 +3,8 @@
 The projection chunks stay torch GEMMs (cuBLAS); a Triton kernel replaces the per-chunk torch softmax: one program
 per token makes an online log-sum-exp pass over its row of logits, then a second pass overwrites the row with
 dL/dz = (w/N) * (p - onehot_y), as Liger's fused linear cross entropy does. Chunking, fp32 accumulation and the
-autograd wrapper are shared with ``dft_loss``. It also runs on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
+autograd wrapper are shared with ``dft_loss`` (both import ``fused_linear``; neither imports the other at load).
+It also runs on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dft_loss import FusedLinearDFTLoss, LossType, check_inputs
+from .fused_linear import FusedLinearDFTLoss, LossType, check_inputs
 
 MAX_BLOCK_SIZE = 32768
 
