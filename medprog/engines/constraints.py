@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 import pydantic
 from pydantic import BaseModel, Field, create_model
 
-from medprog.engines.tagging import TaggedParseError, parse_tagged, word_layout
+from medprog.engines.tagging import TaggedParseError, TagLimits, parse_tagged, word_layout
 from medprog.engines.types import TaggedText, is_literal, is_tagged
 
 
@@ -43,6 +43,8 @@ class TaggedConstraint(BaseModel):
     kind: Literal["tagged"] = "tagged"
     text: str
     tags: list[str]
+    limits: TagLimits | None = None
+    """Bounds on the spans (e.g. derived from a program's training annotations); None: no bounds."""
 
 
 Constraint = Annotated[Union[JsonConstraint, ChoiceConstraint, TaggedConstraint], Field(discriminator="kind")]
@@ -98,15 +100,15 @@ def output_mode(signature: Any) -> str:
     return "json"
 
 
-def constraint_for(signature: Any, inputs: dict[str, Any]) -> Constraint:
-    """The constraint for one call of ``signature`` on ``inputs``."""
+def constraint_for(signature: Any, inputs: dict[str, Any], tag_limits: TagLimits | None = None) -> Constraint:
+    """The constraint for one call of ``signature`` on ``inputs`` (``tag_limits`` bound a tagged output)."""
     mode = output_mode(signature)
     (name, field), *_ = signature.output_fields.items()
     if mode == "tagged":
         ann: type[TaggedText] = field.annotation
         if ann.source not in inputs:
             raise KeyError(f"{signature.__name__}: input {ann.source!r} (the TaggedText source) is missing")
-        return TaggedConstraint(text=str(inputs[ann.source]), tags=list(ann.tags))
+        return TaggedConstraint(text=str(inputs[ann.source]), tags=list(ann.tags), limits=tag_limits)
     if mode == "choice":
         return ChoiceConstraint(choices=[str(a) for a in get_args(field.annotation)])
     schema = output_model(signature).model_json_schema()
@@ -235,18 +237,22 @@ def tagged_regex(c: TaggedConstraint) -> str:
     """A regex admitting the exact text with optional tags at word boundaries.
 
     Grammar engines and servers get this; it cannot force tags to balance, so a reply is
-    still checked with `check_text`. Local decoding uses medprog's own processor instead.
+    still checked with `check_text`. Of the constraint's limits only ``max_opens_per_position``
+    (and as many closes) can be written in a regex; local decoding uses medprog's own processor,
+    which keeps them all.
     """
     layout = word_layout(c.text)
     opens, closes = layout.open_positions, layout.close_positions
     alt_open = "|".join(f"<{t}>" for t in c.tags)
     alt_close = "|".join(f"</{t}>" for t in c.tags)
+    cap = c.limits.max_opens_per_position if c.limits else None
+    rep = f"{{0,{cap}}}" if cap else "*"
     out = []
     for i, ch in enumerate(c.text + "\0"):
         if i in closes:
-            out.append(f"(?:{alt_close})*")
+            out.append(f"(?:{alt_close}){rep}")
         if i in opens:
-            out.append(f"(?:{alt_open})*")
+            out.append(f"(?:{alt_open}){rep}")
         if i < len(c.text):
             out.append(re.escape(ch))
     return "".join(out)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PositiveInt
 
 _TAG_RE = re.compile(r"</?([A-Za-z_][A-Za-z0-9_]*)>")
 
@@ -29,6 +29,19 @@ class Span(BaseModel):
     start: int
     end: int
     tag: str
+
+
+class TagLimits(BaseModel):
+    """Optional bounds on the spans a decode may write (e.g. the extremes seen in training data).
+
+    ``None`` leaves a bound off. Lengths count layout units (the stretches between tag positions).
+    ``max_span_units`` closes a span at the first closing position at or past the bound.
+    """
+
+    max_opens_per_position: PositiveInt | None = None
+    max_open: PositiveInt | None = None
+    min_span_units: PositiveInt | None = None
+    max_span_units: PositiveInt | None = None
 
 
 class TaggedParseError(ValueError):

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
-from pydantic import BaseModel
 
-from medprog.engines.tagging import TagLayout, word_layout
+from medprog.engines.tagging import TagLayout, TagLimits, word_layout
 
 _TAG_SPLIT = re.compile(r"(</?[A-Za-z_][A-Za-z0-9_]*>)")
 
@@ -97,19 +96,6 @@ def canonical_ids(tagged: str, tokenizer) -> list[int]:
         if part:
             out.extend(_encode(tokenizer, part))
     return out
-
-
-class TagLimits(BaseModel):
-    """Optional bounds on the spans a decode may write (e.g. the extremes seen in training data).
-
-    ``None`` leaves a bound off. Lengths count layout units (the stretches between tag positions).
-    ``max_span_units`` closes a span at the first closing position at or past the bound.
-    """
-
-    max_opens_per_position: int | None = None
-    max_open: int | None = None
-    min_span_units: int | None = None
-    max_span_units: int | None = None
 
 
 class Branch(NamedTuple):

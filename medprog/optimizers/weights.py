@@ -126,8 +126,13 @@ class WeightsTarget:
 
 
 def prepare_target(req: CompileRequest, predictor: str | None) -> WeightsTarget:
-    """Build the program with its settings and pick the predictor to train."""
+    """Build the program with its settings and pick the predictor to train.
+
+    Settings the program learns from its training examples (`ProgramInfo.fit_settings`, e.g. the
+    tagger's constraint limits) override its defaults but never a setting the user gave."""
     settings = req.program_settings()
+    if req.program.fit_settings and req.train:
+        settings = {**settings, **req.program.fit_settings(req.train, settings), **(req.settings or {})}
     module = req.program.build(**settings)
     name, pred = the_predictor(module, predictor)
     return WeightsTarget(req=req, module=module, settings=settings, predictor=name, signature=pred.signature)

@@ -5,10 +5,16 @@ of whole sentences at a time (``window_chars``; 0 sends the whole note in one ca
 are read back into exact character offsets (the constraint preserves the text). Windows keep
 each call short — a small model need only find its place in a few sentences of source, not a
 whole note — and a MedDec decision never crosses a sentence boundary.
+
+The constraint is also bounded by what the training annotations contain (``tag_limits``,
+derived at compile time by `fit_settings`): how many spans open at one position, how many are
+open at once, how long a span runs. Where the model is unsure it cannot write what no annotated
+note contains (seven tags opened on one word and closed a word later).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,7 @@ from medprog.data.meddec import (
     write_submission,
 )
 from medprog.data.sentences import windows
-from medprog.engines.tagging import Span, TaggedParseError, parse_tagged, render_tagged
+from medprog.engines.tagging import Span, TaggedParseError, TagLimits, parse_tagged, render_tagged, word_layout
 from medprog.programs.registry import EnsembleInputs, Record, declare
 from medprog.signatures.tagging import TagDecisions
 
@@ -38,10 +44,11 @@ DEFAULT_WINDOW_CHARS = 1
 class Tagger(dspy.Module):
     """Tag every clinical decision in a discharge summary, window by window."""
 
-    def __init__(self, window_chars: int = DEFAULT_WINDOW_CHARS) -> None:
+    def __init__(self, window_chars: int = DEFAULT_WINDOW_CHARS, tag_limits: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.window_chars = int(window_chars)
-        self.tag = dspy.Predict(TagDecisions)
+        limits = TagLimits.model_validate(tag_limits).model_dump() if tag_limits is not None else None
+        self.tag = dspy.Predict(TagDecisions, **({"tag_limits": limits} if limits else {}))
 
     def forward(self, note: str) -> dspy.Prediction:
         if self.window_chars <= 0:
@@ -94,6 +101,40 @@ def train_examples(examples: list[dspy.Example], settings: dict[str, Any]) -> li
             out.append(_example(note.model_copy(update={"id": f"{note.id}:{k}", "text": text[a:b],
                                                         "decisions": inside})))
     return out
+
+
+SPAN_LENGTH_MARGIN = 1.5
+"""The longest span allowed is this many times the longest in training (in layout units)."""
+COUNT_MARGIN = 1
+"""Spans opening at one position, and open at once: this many more than the most in training."""
+
+
+def derive_limits(examples: list[dspy.Example]) -> TagLimits:
+    """Bounds from these examples' gold spans, with a small margin: most spans opening at one
+    position and most open at once (plus `COUNT_MARGIN`), the longest span in words (times
+    `SPAN_LENGTH_MARGIN`).
+
+    Lengths count the units of the word layout (words, marks and the gaps between them), which a
+    tokenizer's layout only merges (``" was"`` is one unit there), so the bounds never refuse a
+    gold tagging. No lower bound: a span of two words may be one tokenizer unit.
+    """
+    per_position = at_once = longest = 0
+    for ex in examples:
+        text, spans = parse_tagged(str(ex.tagged), list(CATEGORY_TAGS))
+        starts = [a for a, _ in word_layout(text).units]
+        for s in spans:
+            per_position = max(per_position, sum(o.start == s.start for o in spans))
+            at_once = max(at_once, sum(o.start <= s.start < o.end for o in spans))
+            longest = max(longest, sum(s.start <= a < s.end for a in starts))
+    if not longest:
+        return TagLimits()
+    return TagLimits(max_opens_per_position=per_position + COUNT_MARGIN, max_open=at_once + COUNT_MARGIN,
+                     max_span_units=math.ceil(SPAN_LENGTH_MARGIN * longest))
+
+
+def fit_settings(examples: list[dspy.Example], settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings learnt from the training examples at compile time: the constraint's ``tag_limits``."""
+    return {"tag_limits": derive_limits(train_examples(examples, settings)).model_dump()}
 
 
 def to_record(example: dspy.Example, prediction: Any) -> Record:

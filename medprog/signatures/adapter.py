@@ -25,6 +25,7 @@ from medprog.engines.constraints import (
     parse_output,
     to_response_format,
 )
+from medprog.engines.tagging import TagLimits
 
 
 def _render_value(value: Any) -> str:
@@ -65,6 +66,15 @@ def format_messages(signature: Any, demos: list[Any], inputs: dict[str, Any]) ->
     return messages
 
 
+def constrained_kwargs(lm_kwargs: dict[str, Any], signature: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The LM's kwargs with the call's constraint as ``response_format``; a predictor's
+    ``tag_limits`` config (e.g. ``dspy.Predict(sig, tag_limits=...)``) goes into the constraint."""
+    rest = {k: v for k, v in lm_kwargs.items() if k != "tag_limits"}
+    limits = lm_kwargs.get("tag_limits")
+    limits = TagLimits.model_validate(limits) if limits is not None else None
+    return {**rest, "response_format": to_response_format(constraint_for(signature, inputs, limits))}
+
+
 class MedprogAdapter(dspy.Adapter):
     """Constrained formatting and parsing for medprog signatures."""
 
@@ -82,11 +92,11 @@ class MedprogAdapter(dspy.Adapter):
                                     message=str(e)) from e
 
     def __call__(self, lm, lm_kwargs, signature, demos, inputs):
-        lm_kwargs = {**lm_kwargs, "response_format": to_response_format(constraint_for(signature, inputs))}
+        lm_kwargs = constrained_kwargs(lm_kwargs, signature, inputs)
         name = signature.__name__ if current_step() == "main" else current_step()
         with step(name):
             return super().__call__(lm, lm_kwargs, signature, demos, inputs)
 
     async def acall(self, lm, lm_kwargs, signature, demos, inputs):
-        lm_kwargs = {**lm_kwargs, "response_format": to_response_format(constraint_for(signature, inputs))}
+        lm_kwargs = constrained_kwargs(lm_kwargs, signature, inputs)
         return await super().acall(lm, lm_kwargs, signature, demos, inputs)
