@@ -1,5 +1,7 @@
 """Patient registries (CSV) and the C-Reason task builder, plus a seeded synthetic registry.
 
+(Not to be confused with `medprog.programs.registry`, the registry of programs.)
+
 A registry is a CSV with one patient per row. An optional sidecar ``<name>.schema.json``
 describes it: ``{"id": column, "outcome": column, "outcome_question": text, "variables": {column: {"label", "section",
 "type": "numeric"|"categorical", "unit"}}}``; without one, types are inferred (numeric when

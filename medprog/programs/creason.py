@@ -4,7 +4,7 @@ One constrained call reasons step by step over a serialised patient record and a
 masked-variable or outcome question with one of the task's own option letters. The call's
 inputs are exactly the example's inputs, so training prompts (dft, grpo) match inference. The
 per-example score is the exact letter match, which is also the GRPO reward (`grpo_reward`).
-Tasks come from a registry CSV (built by `medprog.data.registry.build_tasks`: masked variable,
+Tasks come from a registry CSV (built by `medprog.data.patient_registry.build_tasks`: masked variable,
 MI filter, mixture-spread distractors, outcome question) or a prebuilt tasks jsonl.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import dspy
 
-from medprog.data.registry import build_tasks, load_registry, load_tasks, registry_path, split_rows
+from medprog.data.patient_registry import build_tasks, load_registry, load_tasks, registry_path, split_rows
 from medprog.engines.accounting import step
 from medprog.metrics.mcq import mcq_metrics
 from medprog.programs.multiagent import narrowed_call, tracked
@@ -40,7 +40,7 @@ class CReason(dspy.Module):
 
 def load(path: str | Path, split: str | None = None) -> list[dspy.Example]:
     """A registry CSV or a directory holding ``registry.csv`` (tasks built with seed 0; ``split``
-    train/test by patient), or a tasks jsonl (`medprog.data.registry.write_tasks`)."""
+    train/test by patient), or a tasks jsonl (`medprog.data.patient_registry.write_tasks`)."""
     path = registry_path(path)
     if path.suffix == ".csv":
         registry = load_registry(path)
