@@ -45,7 +45,8 @@ class DFTConfig:
     objective: Literal["auto", "vocab", "choice"] = field(default="auto", metadata={"help": (
         "``vocab``: the loss over the whole vocabulary on every completion token (fused kernel). ``choice``: "
         "the loss over the tokens the tagging constraint admits, where it admits several. ``auto``: ``choice`` "
-        "for a from-scratch tagger and a base trained that way, else ``vocab``.")})
+        "for a tagged output (from scratch or on a base: the whole-vocabulary loss on a pretrained base "
+        "learnt to copy and predicted no spans), else ``vocab``.")})
     scratch_loss: Literal["dft", "ce"] = field(default="ce", metadata={"help": (
         "Loss from scratch after warm-up: cross-entropy measured better (DFT cannot start from random "
         "weights, where p≈1/V scales every gradient towards zero).")})

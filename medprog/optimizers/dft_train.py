@@ -1,9 +1,13 @@
 """The DFT training loop: a model and tokenizer, TRL's `SFTTrainer` with medprog's losses, under a
 wall-clock budget.
 
-With ``cfg.base`` the base model is fine-tuned (LoRA via peft, or full weights, tag tokens added
-when missing); without it the embedded default model is built from scratch — a byte-level BPE
-trained on the training prompts with the tags as added tokens, and a small Qwen2.
+With ``cfg.base`` the base model is fine-tuned (LoRA via peft, or full weights); its tokenizer
+writes a tag it has no token for as several ordinary tokens (SmolLM2: ``<``, ``drug``, ``_``,
+``decision``, ``>``), which the tagging constraint handles, so no rows are added: an added row
+starts untrained, and where input and output embeddings are tied (SmolLM2) LoRA would train the
+input copy only, leaving the output rows of all tags at their initial values. Without it the
+embedded default model is built from scratch — a byte-level BPE trained on the training prompts
+with the tags as added tokens, and a small Qwen2.
 
 The budget holds whatever the load: no step count is fixed from a probe. The learning rate
 follows `time_cosine` over whichever is further along, the wall-clock budget or an explicit
@@ -24,7 +28,7 @@ from typing import Any
 import dspy
 
 from medprog.engines.constraints import output_mode
-from medprog.optimizers.batches import collator, trained_on_choices, training_rows
+from medprog.optimizers.batches import collator, training_rows
 from medprog.optimizers.dft_config import DFTConfig
 from medprog.optimizers.losses import LossSchedule, training_loss
 from medprog.optimizers.training_data import corpus_texts
@@ -111,33 +115,28 @@ def _tags(signature: Any) -> list[str]:
 
 
 def load_model(signature: Any, examples: list[dspy.Example], cfg: DFTConfig) -> tuple[Any, Any, float]:
-    """``(model, tokenizer, peak learning rate)``: built from scratch, or the base with tags added and LoRA."""
+    """``(model, tokenizer, peak learning rate)``: built from scratch (tags as added tokens), or the
+    base as it is (tags in its own tokens) with LoRA."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medprog.engines.small_model import build_model, build_tokenizer, tag_tokens
+    from medprog.engines.small_model import build_model, build_tokenizer
 
-    tags = _tags(signature)
     if cfg.base is None:
-        tokenizer = build_tokenizer(corpus_texts(signature, examples), cfg.vocab_size, tags)
+        tokenizer = build_tokenizer(corpus_texts(signature, examples), cfg.vocab_size, _tags(signature))
         return build_model(tokenizer, cfg.model, cfg.seed), tokenizer, cfg.learning_rate
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
     model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=torch.float32)
-    missing = [t for t in (f"<{x}>" for x in tags) if t not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_tokens(tag_tokens(tags))
-        model.resize_token_embeddings(len(tokenizer))
     if cfg.lora:
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora_config(train_embeddings=bool(missing)))
+        model = get_peft_model(model, lora_config())
     return model, tokenizer, cfg.lora_learning_rate if cfg.lora else cfg.base_learning_rate
 
 
 def uses_choices(signature: Any, cfg: DFTConfig) -> bool:
     """Whether the run trains on the tagging constraint's choices (see ``DFTConfig.objective``)."""
-    return cfg.objective == "choice" or (cfg.objective == "auto" and output_mode(signature) == "tagged"
-                                         and (cfg.base is None or trained_on_choices(cfg.base)))
+    return cfg.objective == "choice" or (cfg.objective == "auto" and output_mode(signature) == "tagged")
 
 
 def _sft_args(cfg: DFTConfig, out_dir: Path, max_steps: int, lr: float) -> Any:
