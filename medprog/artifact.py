@@ -124,7 +124,7 @@ def program_ref(info: Any) -> str:
         mod = sys.modules.get(getattr(fn, "__module__", "") or "")
         for attr, value in vars(mod or object).items():
             if value is info:
-                return f"{mod.__name__}:{attr}"
+                return f"{getattr(mod, '__name__', '')}:{attr}"
     raise ArtifactError(f"program {info.name!r} is neither registered nor a module attribute; "
                         "define it at module level so an artifact can name it as module:ATTR")
 

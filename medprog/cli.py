@@ -415,7 +415,7 @@ def _usage_table(usage: dict[str, Any], title: str) -> Table:
 def eval_cmd(
     program: str = typer.Argument(..., help="A registered program name (or module:ATTR) or an artifact directory."),
     data: Path = typer.Option(..., "--data", help="Evaluation data: a file, or a directory with splits."),
-    split: str = typer.Option(None, "--split", help="Split of a data directory (default: test, when it exists)."),
+    split: str | None = typer.Option(None, "--split", help="Split of a data directory (default: test, when it exists)."),
     lm: str = typer.Option(None, "--lm", help="local:PATH | local:smollm2 | openai:MODEL@URL | vllm:PATH (an artifact's own model if omitted)."),
     out: Path = typer.Option(..., "--out", help="Run directory: predictions.jsonl, metrics.json, report.html."),
     concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="Examples in flight at once."),

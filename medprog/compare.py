@@ -91,7 +91,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_boot: int = 10000, c
         diff, low, high, p = paired_bootstrap(sa, sb, n_boot=n_boot, confidence=confidence, seed=seed)
         mean_a, mean_b = sum(sa) / len(sa), sum(sb) / len(sb)
     else:
-        diff = low = high = p = mean_a = mean_b = None
+        diff = low = high = p = mean_a = mean_b = None  # type: ignore[assignment]
     ma, mb = _scalars(a_metrics), _scalars(b_metrics)
     table = {k: {"a": ma.get(k), "b": mb.get(k),
                  "diff": (mb[k] - ma[k]) if k in ma and k in mb else None}

@@ -143,7 +143,8 @@ def recorded_error(exc: BaseException) -> BaseException | None:
     from dspy.utils.exceptions import LMProviderError, LMTransportError
 
     kinds = _recorded_errors()
-    chain, seen = exc, set()
+    chain: BaseException | None = exc
+    seen: set[int] = set()
     while chain is not None and id(chain) not in seen:
         seen.add(id(chain))
         if isinstance(chain, kinds):

@@ -19,6 +19,7 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -125,7 +126,7 @@ def parse_case(row: object, where: str) -> PatientCase:
     rec = row.get("medical_record", row.get("record"))
     if not isinstance(rec, dict):
         raise HospitalFormatError(f"{where}: 'medical_record' must be an object of sections")
-    record = {RECORD_KEYS.get(k, k): _flatten(v) for k, v in rec.items()}
+    record: dict[str, Any] = {RECORD_KEYS.get(str(k), str(k)): _flatten(v) for k, v in rec.items()}
     record = {k: v for k, v in record.items() if k in MedicalRecord.model_fields}
     if "id" not in row:
         raise HospitalFormatError(f"{where}: a case needs an 'id'")
@@ -165,7 +166,7 @@ def load_hospital(path: str | Path, split: str | None = None) -> list[PatientCas
 
 # ----------------------------------------------------------------------- synthetic
 
-_DISEASES = [
+_DISEASES: list[dict[str, Any]] = [
     {"dx": "Community-acquired pneumonia", "dept": "Respiratory medicine",
      "lay": "I've had a bad cough with yellow phlegm and a fever for about {d} days, and it hurts when I breathe in.",
      "cc": "Cough, sputum and fever for {d} days", "past": "No chronic lung disease.",

@@ -202,7 +202,7 @@ def read_stats(path: str | Path) -> dict[tuple[int, int, int], dict[str, str]]:
 
 def _annotation_records(path: Path) -> list[dict]:
     data = _read_json(path)
-    records = data if isinstance(data, list) else [data]
+    records: list = data if isinstance(data, list) else [data]
     for i, rec in enumerate(records):
         if not isinstance(rec, dict) or not isinstance(rec.get("annotations", None), list):
             where = f"{path}" if not isinstance(data, list) else f"{path}: item {i}"
@@ -308,7 +308,7 @@ def load_meddec(root: str | Path, split: str | None = None, *, require_annotatio
                 text_path = root / TEXTS_DIR / f"{wid}.txt"
                 if require_annotations or not text_path.is_file():
                     raise MedDecFormatError(
-                        f"{root / SPLITS_DIR / (split + '.txt')}: note {wid!r} has no annotation file in {ann_dir}"
+                        f"{root / SPLITS_DIR / f'{split}.txt'}: note {wid!r} has no annotation file in {ann_dir}"
                         + ("" if require_annotations else f" and no text at {text_path}")
                     )
                 notes[wid] = MedDecNote(id=wid, text=text_path.read_text(encoding="utf-8"))

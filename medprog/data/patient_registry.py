@@ -284,7 +284,7 @@ def build_tasks(registry: Registry, *, n: int | None = None, seed: int = 0, mi_t
             return numeric_options(float(value), var, gmms[var.name], *ranges[var.name])
         return categorical_options(registry.column(var.name), value)
 
-    tasks = []
+    tasks: list[ReasoningTask] = []
     hidden_always = {registry.outcome} if registry.outcome else set()
     for i in (rows if rows is not None else range(len(registry.rows))):
         if n is not None and len(tasks) >= n:
@@ -292,7 +292,7 @@ def build_tasks(registry: Registry, *, n: int | None = None, seed: int = 0, mi_t
         row = registry.rows[i]
         use_outcome = registry.outcome and row.get(registry.outcome) is not None and rng.random() < outcome_share
         if use_outcome:
-            var, kind, drop = registry.var(registry.outcome), "outcome", []
+            var, kind, drop = registry.var(str(registry.outcome)), "outcome", []
             question = outcome_question or registry.outcome_question or f"What was the patient's {var.label}?"
         else:
             present = [v for v in maskable if row.get(v.name) is not None]
@@ -301,7 +301,10 @@ def build_tasks(registry: Registry, *, n: int | None = None, seed: int = 0, mi_t
             var, kind = rng.choice(present), "masked"
             drop = dropped_for(var.name)
             question = f"The patient's {var.label} is missing from the record. What is its most likely value?"
-        opts = options_for(var, row[var.name])
+        value = row[var.name]
+        if value is None:  # never: rows without this value were skipped above
+            continue
+        opts = options_for(var, value)
         truth = opts[0]
         rng.shuffle(opts)
         letters = dict(zip(string.ascii_uppercase, opts))

@@ -93,7 +93,7 @@ class _Slots(dict):
 
     def __missing__(self, key: str) -> str:
         low = key[0].lower() + key[1:]
-        value = dict.get(self, low) if low in self else self._pick(low)
+        value = str(dict.get(self, low)) if low in self else self._pick(low)
         return value[0].upper() + value[1:] if key[0].isupper() else value
 
     def _pick(self, key: str) -> str:

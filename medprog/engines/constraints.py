@@ -87,7 +87,7 @@ def _field_type(name: str, f: Any) -> Any:
 def output_model(signature: Any) -> type[BaseModel]:
     """A pydantic model with one field per output field of ``signature`` (bounds and descriptions kept)."""
     fields = {name: (_field_type(name, f), ...) for name, f in signature.output_fields.items()}
-    return create_model(f"{signature.__name__}Output", **fields)
+    return create_model(f"{signature.__name__}Output", **fields)  # type: ignore[call-overload]
 
 
 def output_mode(signature: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-JSON_DEFAULTS = {"whitespace_flexible": False}
+JSON_DEFAULTS: Any = {"whitespace_flexible": False}  # llguidance's JsonCompileOptions
 
 
 @lru_cache(maxsize=256)
@@ -62,7 +62,7 @@ class GrammarLogitsProcessor:
         self.bitmask = llt.allocate_token_bitmask(len(grammars), ll_tok.vocab_size)
         self.live = [True] * len(grammars)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         if input_ids.shape[1] > self.prompt_length:
             for row, token in enumerate(input_ids[:, -1].tolist()):
                 if self.live[row]:

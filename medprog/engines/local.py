@@ -105,7 +105,7 @@ class LocalEngine(Engine):
         self.json_backend = json_backend
         self._outlines_model = None
         self._ll_tokenizer = None
-        self._xgrammar_backend = None
+        self._xgrammar_backend: Any = None
         self._processors: dict[str, Any] = {}
         self._queue: list[dict[str, Any]] = []
         self._cv = threading.Condition()

@@ -90,7 +90,7 @@ def is_local_host(host: str) -> bool:
         addrs = {ipaddress.ip_address(host)}
     except ValueError:
         try:
-            addrs = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, None)}
+            addrs = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in socket.getaddrinfo(host, None)}
         except (socket.gaierror, UnicodeError):
             return False
     return bool(addrs) and all(a.is_loopback or a.is_private for a in addrs)

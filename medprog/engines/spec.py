@@ -31,7 +31,7 @@ def parse_lm_spec(spec: str) -> LMSpec:
     if not sep or not rest:
         raise LMSpecError(f"--lm {spec!r}: expected local:PATH, openai:MODEL@URL or vllm:PATH")
     if kind in ("local", "vllm"):
-        return LMSpec(kind=kind, target=str(resolve(rest) or rest))
+        return LMSpec(kind="local" if kind == "local" else "vllm", target=str(resolve(rest) or rest))
     if kind == "openai":
         model, at, urls = rest.rpartition("@")
         if not at or not model or not urls:

@@ -162,7 +162,8 @@ def render_tagged(text: str, spans: list[Span], layout: TagLayout | None = None)
     for s in spans:
         events.setdefault(s.start, ([], []))[1].append(s)
         events.setdefault(s.end, ([], []))[0].append(s)
-    out, prev, open_stack = [], 0, []
+    out: list[str] = []
+    prev, open_stack = 0, list[str]()
     for pos in sorted(events):
         closing, opening = events[pos]
         out.append(text[prev:pos])
@@ -184,7 +185,9 @@ def parse_tagged(tagged: str, tags: list[str] | None = None) -> tuple[str, list[
     Raises `TaggedParseError` on an unknown tag, a closing tag with no open span, a tag
     opened twice, an empty span, or a span left open. Span edges are stripped of whitespace.
     """
-    text_parts, spans, open_at = [], [], {}
+    text_parts: list[str] = []
+    spans: list[tuple[int, int, str]] = []
+    open_at: dict[str, int] = {}
     pos, last = 0, 0
     for m in _TAG_RE.finditer(tagged):
         piece = tagged[last:m.start()]

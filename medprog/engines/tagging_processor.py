@@ -71,7 +71,8 @@ def tokenizer_layout(text: str, tokenizer) -> TagLayout:
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
     token_at = {a: i for i, (a, _) in reversed(list(enumerate(offsets)))}  # first token starting at a
     cand = sorted(p for p in token_at if 0 < p < n and not (text[p - 1].isalnum() and text[p].isalnum()))
-    cuts, alone = [0, *cand, n], {}
+    cuts = [0, *cand, n]
+    alone: dict[tuple[int, int], list[int]] = {}
     while True:
         pieces = [(a, b) for a, b in zip(cuts, cuts[1:]) if (a, b) not in alone]
         alone.update(zip(pieces, _encode_many(tokenizer, [text[a:b] for a, b in pieces])))
@@ -244,7 +245,7 @@ class TaggingLogitsProcessor:
         self.automata = automata
         self.prompt_length = prompt_length
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         if input_ids.shape[1] > self.prompt_length:
             for automaton, token in zip(self.automata, input_ids[:, -1].tolist()):
                 automaton.advance(token)

@@ -118,7 +118,7 @@ class FusedLinearDFTLoss(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_output: torch.Tensor):
         grad_hidden, grad_weight = ctx.saved_tensors
         if not torch.equal(grad_output, torch.ones_like(grad_output)):
             grad_hidden = None if grad_hidden is None else grad_hidden * grad_output.to(grad_hidden.dtype)

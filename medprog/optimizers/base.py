@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dspy
 
@@ -41,7 +41,7 @@ def open_engine(spec: str, run: RunSettings) -> Any:
     kwargs: dict[str, Any] = {}
     if s.kind == "openai":
         kwargs["allow_remote"] = run.allow_remote
-    cache_dir = False if run.no_cache else run.cache_dir
+    cache_dir: Path | None | Literal[False] = False if run.no_cache else run.cache_dir
     engine = make_engine(s, cache_dir=cache_dir, **kwargs)
     if hasattr(engine, "check"):
         engine.check()
@@ -124,7 +124,7 @@ def open_session(req: CompileRequest, student: Any | None = None) -> Iterator[Se
     owned = []
     engine = req.engine
     if engine is None:
-        engine = open_engine(req.lm, req.run)
+        engine = open_engine(str(req.lm), req.run)
         owned.append(engine)
     teacher_engine = req.teacher_engine
     if teacher_engine is None and req.teacher and req.teacher != req.lm:

@@ -38,7 +38,7 @@ def describe_options(cls: type) -> list[tuple[str, Any, str]]:
     """``(name, default, help)`` of each settable field, for documentation and errors."""
     out = []
     for name, f in option_fields(cls).items():
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         out.append((name, default, str(f.metadata.get("help", ""))))
     return out
 

@@ -168,7 +168,8 @@ def train_grpo(target: WeightsTarget, base: str, cfg: GRPOConfig) -> dict[str, A
     rollout = tagged_rollouts(signature, train, tokenizer, cfg.temperature) if constrained else None
     if rollout is not None:
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_functions(req.program, signature, examples, constrained),
+    rewards: list[Any] = reward_functions(req.program, signature, examples, constrained)  # TRL's list type is invariant
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards,
                           args=_trl_args(cfg, Path(req.out), req.seed, tokenizer.eos_token_id), train_dataset=dataset,
                           processing_class=tokenizer, peft_config=lora_config() if cfg.lora else None,
                           rollout_func=rollout)

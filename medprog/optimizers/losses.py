@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from medprog.kernels.fused_linear import LossType
+
 
 def last_hidden(core: Any, inputs: dict[str, Any]) -> tuple[Any, int]:
     """Last hidden states from position ``offset`` on, and ``offset``.
@@ -35,7 +37,7 @@ def last_hidden(core: Any, inputs: dict[str, Any]) -> tuple[Any, int]:
     return torch.cat([pre.last_hidden_state[:, -1:].expand(b, 1, -1), rest], dim=1), p - 1
 
 
-def _choice_objective(hidden: Any, head: Any, inputs: dict[str, Any], offset: int, loss_type: str,
+def _choice_objective(hidden: Any, head: Any, inputs: dict[str, Any], offset: int, loss_type: LossType,
                       copy_weight: float, category_weight: float) -> Any:
     from medprog.kernels.choice_loss import choice_loss
     from medprog.kernels.dft_loss import fused_linear_dft_loss
@@ -56,7 +58,7 @@ def _choice_objective(hidden: Any, head: Any, inputs: dict[str, Any], offset: in
     return loss
 
 
-def training_loss(model: Any, inputs: dict[str, Any], loss_type: str, copy_weight: float = 0.0,
+def training_loss(model: Any, inputs: dict[str, Any], loss_type: LossType, copy_weight: float = 0.0,
                   category_weight: float = 0.0) -> Any:
     """The loss of one batch: over the constraint's choices when the batch has decision points
     (plus ``category_weight`` times the loss over the opening tags alone where a gold span opens,

@@ -52,7 +52,7 @@ def tokenize_example(signature: Any, example: dspy.Example, tokenizer,
 
 def corpus_texts(signature: Any, examples: list[dspy.Example]) -> list[str]:
     """Texts a from-scratch tokenizer is trained on: every prompt message and gold completion."""
-    texts = []
+    texts: list[str] = []
     for ex in examples:
         texts.extend(m["content"] for m in prompt_messages(signature, ex))
         values = dict(ex)

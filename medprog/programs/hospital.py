@@ -16,6 +16,7 @@ parallel); the host writes the final report.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,7 +49,7 @@ def render_dialogue(dialogue: list[dict[str, str]]) -> str:
     return "\n".join(f"{t['role'].capitalize()}: {t['text']}" for t in dialogue)
 
 
-def read_precomputed(paths: list[str | Path]) -> list[dict[str, dict[str, Any]]]:
+def read_precomputed(paths: Sequence[str | Path]) -> list[dict[str, dict[str, Any]]]:
     """Earlier consultation outputs, one mapping ``case id → {dialogue, report}`` per file.
 
     A file is JSONL: either this program's records or evaluation lines holding them under ``record``.

@@ -118,10 +118,10 @@ class TabularNotes(BaseModel):
                             ("excludes1", self.excludes1), ("excludes2", self.excludes2)):
             if value:
                 lines.append(f"  {name}: " + "; ".join(value))
-        for name, value in (("code first", self.code_first), ("use additional code", self.use_additional),
-                            ("code also", self.code_also)):
-            if value:
-                lines.append(f"  {name}: " + " ".join(value.split()))
+        for name, note in (("code first", self.code_first), ("use additional code", self.use_additional),
+                           ("code also", self.code_also)):
+            if note:
+                lines.append(f"  {name}: " + " ".join(note.split()))
         return "\n".join(lines)
 
 
@@ -265,7 +265,7 @@ def encode(texts: list[str], progress: bool = False, batch_size: int = 64) -> np
     tokenizer, model = _encoder()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch together
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    starts = range(0, len(texts), batch_size)
+    starts: Iterable[int] = range(0, len(texts), batch_size)
     if progress:
         from rich.progress import track
 

@@ -10,6 +10,7 @@ capability fields, so no optimizer or artifact code tests a program's name.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field

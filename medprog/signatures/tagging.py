@@ -17,4 +17,4 @@ class TagDecisions(Signature):
     category. Every tag closes. Prefer whole decision phrases. Never tag section headers."""
 
     note: str = dspy.InputField(desc="discharge summary")
-    tagged: TaggedText["note", DECISION_TAGS] = dspy.OutputField(desc="the note with decision tags")
+    tagged: TaggedText["note", DECISION_TAGS] = dspy.OutputField(desc="the note with decision tags")  # type: ignore[type-arg, valid-type]
