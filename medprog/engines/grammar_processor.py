@@ -61,6 +61,7 @@ class GrammarLogitsProcessor:
         self.prompt_length = prompt_length
         self.bitmask = llt.allocate_token_bitmask(len(grammars), ll_tok.vocab_size)
         self.live = [True] * len(grammars)
+        xgrammar_kernel()  # its import (~0.5 s, once) belongs to building, not to the first step
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         if input_ids.shape[1] > self.prompt_length:
@@ -85,13 +86,20 @@ def apply_bitmask(scores: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
     llguidance's own kernel is ``torch.compile``d, which costs seconds on first use; xgrammar's
     C++ kernel (same bit layout) is used where installed, else plain torch.
     """
-    try:
-        import xgrammar
-
+    kernel = xgrammar_kernel()
+    if kernel is not None:
         scores = scores.clone()
-        xgrammar.apply_token_bitmask_inplace(scores, bitmask.to(scores.device))
+        kernel(scores, bitmask.to(scores.device))
         return scores
-    except ImportError:
-        pass
     allowed = ((bitmask.unsqueeze(-1) >> _BITS) & 1).view(bitmask.shape[0], -1)[:, : scores.shape[1]]
     return scores.masked_fill(allowed.to(scores.device) == 0, float("-inf"))
+
+
+@lru_cache(maxsize=1)
+def xgrammar_kernel() -> Any:
+    """xgrammar's in-place bitmask kernel, or None where xgrammar is not installed (imported once)."""
+    try:
+        import xgrammar
+    except ImportError:
+        return None
+    return xgrammar.apply_token_bitmask_inplace
