@@ -89,3 +89,12 @@ def test_no_limits_setting_leaves_the_constraint_unbounded():
     assert "tag_limits" not in module.tag.config
     c = from_response_format(constrained_kwargs({}, TagDecisions, {"note": NOTE})["response_format"])
     assert c.limits is None
+
+
+def test_limits_are_a_build_setting_and_bad_ones_are_named():
+    from medprog.cli import UsageError, build_program
+
+    module = build_program(tagger.PROGRAM, ['tag_limits={"max_open": 2}'])
+    assert module.tag.config["tag_limits"]["max_open"] == 2
+    with pytest.raises(UsageError, match="^tagger settings: tag_limits.max_open: Input should be greater than 0$"):
+        build_program(tagger.PROGRAM, ['tag_limits={"max_open": 0}'])

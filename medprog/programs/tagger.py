@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import dspy
+import pydantic
 
 from medprog.data.meddec import (
     CATEGORY_NAMES,
@@ -41,14 +42,25 @@ TAG_TO_CATEGORY = {t: i + 1 for i, t in enumerate(CATEGORY_TAGS)}
 DEFAULT_WINDOW_CHARS = 1
 
 
+def _limits(value: dict[str, Any] | None) -> TagLimits | None:
+    """The ``tag_limits`` setting validated; a bad one is a one-line error naming the field."""
+    if value is None:
+        return None
+    try:
+        return TagLimits.model_validate(value)
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        raise ValueError(f"tag_limits.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
 class Tagger(dspy.Module):
     """Tag every clinical decision in a discharge summary, window by window."""
 
     def __init__(self, window_chars: int = DEFAULT_WINDOW_CHARS, tag_limits: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.window_chars = int(window_chars)
-        limits = TagLimits.model_validate(tag_limits).model_dump() if tag_limits is not None else None
-        self.tag = dspy.Predict(TagDecisions, **({"tag_limits": limits} if limits else {}))
+        limits = _limits(tag_limits)
+        self.tag = dspy.Predict(TagDecisions, **({"tag_limits": limits.model_dump()} if limits else {}))
 
     def forward(self, note: str) -> dspy.Prediction:
         if self.window_chars <= 0:
@@ -205,7 +217,7 @@ PROGRAM = declare(
     task="clinical decision tagging (MedDec / MedExACT)",
     metric="span F1, token F1, worst subgroup, overall",
     build=Tagger,
-    defaults={"window_chars": DEFAULT_WINDOW_CHARS},
+    defaults={"window_chars": DEFAULT_WINDOW_CHARS, "tag_limits": None},
     reward_metrics=("span_f1", "token_f1"),
     ensemble=EnsembleInputs(submission=SUBMISSION_FILE, read=read_submission, write=write_submission, gold=_notes),
 )
