@@ -92,6 +92,8 @@ class Row(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     wall_s: float = 0.0
+    letters: dict[str, int] = {}
+    """How often each letter was answered (position bias)."""
     first_error: str = ""
 
 
@@ -141,6 +143,7 @@ def run_method(task: Task, method: str, items: list[MCQItem], url: str, model: s
         elif task.valid(pred, item):
             row.valid += 1
             row.correct += int(pred.answer == item.answer)
+            row.letters[pred.answer] = row.letters.get(pred.answer, 0) + 1
     row.calls, row.prompt_tokens, row.completion_tokens = usage()
     return row
 
@@ -155,12 +158,13 @@ def dspy_json_mode(url: str, model: str) -> str:
 
 def print_table(rows: list[Row]) -> None:
     head = (f"{'signature':<9} {'method':<10} {'questions':>9} {'exceptions':>10} {'valid':>5} {'accuracy':>8} "
-            f"{'calls':>5} {'prompt tok':>10} {'compl tok':>9} {'wall s':>7}")
+            f"{'calls':>5} {'prompt tok':>10} {'compl tok':>9} {'wall s':>7}  letters")
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
         acc = f"{r.correct / r.questions:.2f}" if r.questions else "-"
         print(f"{r.task:<9} {r.method:<10} {r.questions:>9} {r.exceptions:>10} {r.valid:>5} {acc:>8} {r.calls:>5} "
-              f"{r.prompt_tokens:>10} {r.completion_tokens:>9} {r.wall_s:>7}")
+              f"{r.prompt_tokens:>10} {r.completion_tokens:>9} {r.wall_s:>7}  "
+              + " ".join(f"{k}{v}" for k, v in sorted(r.letters.items())))
     for r in rows:
         if r.first_error:
             print(f"first exception, {r.task} / {r.method}: {r.first_error}")
