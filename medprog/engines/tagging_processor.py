@@ -254,6 +254,6 @@ class TaggingLogitsProcessor:
             allowed = automaton.allowed()
             rows.extend([r] * len(allowed))
             cols.extend(allowed)
-        mask = torch.full_like(scores, float("-inf"))
-        mask[rows, cols] = 0.0
-        return scores + mask
+        out = torch.full_like(scores, float("-inf"))
+        out[rows, cols] = scores[rows, cols]
+        return out
