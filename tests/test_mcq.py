@@ -183,3 +183,21 @@ def test_degenerate_strings_flags_letters_copies_and_one_character_fields():
         "$.experts[0].role", "$.experts[0].description", "$.experts[1].description", "$.experts[1].hierarchy"]
     assert "(short)" in check.degenerate[0] and "(option)" in check.degenerate[1]
     assert "(question)" in check.degenerate[2] and "(short)" in check.degenerate[3]  # "B." is a bare letter
+
+
+# on the real model ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_mcq_on_smollm2_answers_valid_letters_and_reasons_with_content(smollm2_engine, tmp_path):
+    from medprog.metrics.content import degenerate_strings
+
+    path = rows_file(tmp_path / "q.jsonl", [question(3, id="three"), question(5, id="five", **SECRETS)])
+    examples = PROGRAM.load(path, None)
+    with using(smollm2_engine, max_tokens=256):
+        for cot, ex in [(False, examples[0]), (False, examples[1]), (True, examples[1])]:
+            pred = MultipleChoice(cot=cot)(**ex.inputs())
+            assert pred.answer in ex.options and pred.usage["calls"] == 1
+            if cot:  # the reasoning field is bounded below: never a bare letter or a copied option
+                assert len(pred.reasoning) >= 40
+                schema = {"type": "object", "properties": {"reasoning": {"type": "string"}}}
+                check = degenerate_strings({"reasoning": pred.reasoning}, schema, ex.options)
+                assert check.n_fields == 1 and not check.degenerate
