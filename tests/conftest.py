@@ -41,3 +41,11 @@ def smollm2_dir():
         if os.environ.get("CI") == "true":
             pytest.fail(f"{e} (the install step should have prepared it)")
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def smollm2_engine(smollm2_dir):
+    """A local engine on the prepared SmolLM2 (one load per test session)."""
+    from medprog.engines import make_engine
+
+    return make_engine(f"local:{smollm2_dir}", cache_dir=False)
