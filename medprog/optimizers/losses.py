@@ -37,6 +37,15 @@ def last_hidden(core: Any, inputs: dict[str, Any]) -> tuple[Any, int]:
     return torch.cat([pre.last_hidden_state[:, -1:].expand(b, 1, -1), rest], dim=1), p - 1
 
 
+def synced_hidden(ddp_model: Any, inputs: dict[str, Any]) -> tuple[Any, int]:
+    """Last hidden states through the DistributedDataParallel wrapper's own forward, so that its
+    backward averages the gradients across processes (a forward that bypasses the wrapper, as
+    `last_hidden`'s shared prefix does, would leave each process on its own gradients)."""
+    out = ddp_model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                    output_hidden_states=True, logits_to_keep=1)
+    return out.hidden_states[-1], 0
+
+
 def _choice_objective(hidden: Any, head: Any, inputs: dict[str, Any], offset: int, loss_type: LossType,
                       copy_weight: float, category_weight: float) -> Any:
     from medprog.kernels.choice_loss import choice_loss
@@ -66,9 +75,11 @@ def training_loss(model: Any, inputs: dict[str, Any], loss_type: LossType, copy_
     full-vocabulary kernel on every completion token."""
     from medprog.kernels.dft_loss import fused_linear_dft_loss
 
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    wrapped = hasattr(model, "module") and hasattr(model, "no_sync")  # DistributedDataParallel
+    inner = model.module if wrapped else model
+    core = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
     head = core.get_output_embeddings()
-    hidden, offset = last_hidden(core, inputs)
+    hidden, offset = synced_hidden(model, inputs) if wrapped else last_hidden(core, inputs)
     if "dp_positions" in inputs:
         return _choice_objective(hidden, head, inputs, offset, loss_type, copy_weight, category_weight)
     labels = inputs["labels"][:, offset + 1:].contiguous()

@@ -62,8 +62,28 @@ def lora_config(train_embeddings: bool = False) -> Any:
                       modules_to_save=["embed_tokens"] if train_embeddings else None)
 
 
+def distributed_rank() -> int:
+    """This process's rank under ``accelerate launch`` / torchrun (0 when not distributed)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the training processes (nothing when not distributed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def save_model(model: Any, tokenizer: Any, out_dir: Path) -> None:
-    """Merge any LoRA adapters and save safetensors weights and the (left-padding) tokenizer."""
+    """Merge any LoRA adapters and save safetensors weights and the (left-padding) tokenizer.
+
+    Under distributed training the first process saves; the others wait until it has."""
+    if distributed_rank() != 0:
+        wait_for_everyone()
+        return
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     out_dir = Path(out_dir)
@@ -71,6 +91,7 @@ def save_model(model: Any, tokenizer: Any, out_dir: Path) -> None:
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(out_dir)
+    wait_for_everyone()
 
 
 def _busy_cpus(sample_s: float) -> float:
@@ -176,6 +197,8 @@ def run_weights(req: CompileRequest, optimizer: str, predictor: str | None, thre
     t0 = time.perf_counter()
     n_threads = set_training_threads(threads)
     report: dict[str, Any] = {"optimizer": optimizer, **train(target), "threads": n_threads}
+    if distributed_rank() != 0:  # the first process evaluates and writes the artifact
+        return Path(req.out)
     if "dev" not in report:
         dev = evaluate_weights(target, target.weights)
         if dev is not None:
