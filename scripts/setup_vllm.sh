@@ -29,8 +29,11 @@ else
 fi
 
 TORCH="$("$VPY" -c 'import torch; print(torch.__version__)')"
+# medprog's dependencies are installed again whenever pyproject.toml changed since the last time
+STAMP="$VENV/.medprog-pyproject.sha256"
+WANT="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 # -P: do not put the current directory on sys.path, or the checkout itself would "import"
-if ! "$VPY" -P - "$ROOT" >/dev/null 2>&1 <<'PYEOF'
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VPY" -P - "$ROOT" >/dev/null 2>&1 <<'PYEOF'
 import sys, pathlib, dspy, medprog
 sys.exit(0 if pathlib.Path(medprog.__file__).resolve().is_relative_to(pathlib.Path(sys.argv[1]).resolve()) else 1)
 PYEOF
@@ -40,6 +43,7 @@ then
   PIN="$(mktemp)"; trap 'rm -f "$PIN"' EXIT
   echo "torch==$TORCH" > "$PIN"
   pip_ install --quiet --no-cache-dir -c "$PIN" -e "$ROOT"
+  echo "$WANT" > "$STAMP"
 fi
 
 "$VPY" -P -c "import vllm, torch, dspy, medprog; print('setup_vllm: vllm', vllm.__version__, '| torch', torch.__version__)"
