@@ -19,7 +19,6 @@ artifact raises `ArtifactError` naming the file and the problem.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import hashlib
 import importlib
@@ -105,44 +104,15 @@ def write_json_private(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-# ---------------------------------------------------------------------------------------
-# programs by reference
-
-
 def program_ref(info: Any) -> str:
-    """How an artifact names its program: the registry name, or ``module:ATTR`` for one defined elsewhere."""
-    import sys
+    """How an artifact names its program (`medprog.programs.registry.program_ref`), or an error."""
+    from medprog.programs.registry import program_ref as ref_of
 
-    from medprog.programs.registry import registered_name
-
-    name = registered_name(info)
-    if name:
-        return name
-    if getattr(info, "ref", None):
-        return info.ref
-    for fn in (info.build, info.load, info.score):
-        mod = sys.modules.get(getattr(fn, "__module__", "") or "")
-        for attr, value in vars(mod or object).items():
-            if value is info:
-                return f"{getattr(mod, '__name__', '')}:{attr}"
-    raise ArtifactError(f"program {info.name!r} is neither registered nor a module attribute; "
-                        "define it at module level so an artifact can name it as module:ATTR")
-
-
-def resolve_program(ref: str):
-    """A `ProgramInfo` from a registry name or a ``package.module:ATTR`` import path."""
-    if ":" in ref:
-        from medprog.programs.registry import UnknownProgramError
-
-        mod_name, _, attr = ref.partition(":")
-        try:
-            info = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise UnknownProgramError(ref) from e
-        return info if getattr(info, "ref", ref) == ref else dataclasses.replace(info, ref=ref)
-    from medprog.programs import get_program
-
-    return get_program(ref)
+    ref = ref_of(info)
+    if ref is None:
+        raise ArtifactError(f"program {info.name!r} is neither registered nor a module attribute; "
+                            "define it at module level so an artifact can name it as module:ATTR")
+    return ref
 
 
 # ---------------------------------------------------------------------------------------
@@ -382,6 +352,8 @@ def load_artifact(path: str | Path) -> Artifact:
     pfile = path / PROGRAM_FILE
     prog = body["program"]
     ref = prog.get("ref") or prog.get("name")
+    from medprog.programs.registry import resolve_program
+
     info = resolve_program(ref)
     if str(info.version) != str(prog.get("version")):
         raise ArtifactError(f"{pfile}: compiled for {info.name} version {prog.get('version')}, but the installed "

@@ -311,7 +311,7 @@ def compile_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the compile report as JSON on stdout."),
 ) -> None:
     """Compile a program against data with an optimizer; write an artifact directory."""
-    from medprog.artifact import resolve_program
+    from medprog.programs.registry import resolve_program
     from medprog.optimizers import get_optimizer
     from medprog.optimizers.base import CompileRequest
 
@@ -431,7 +431,8 @@ def eval_cmd(
     option: list[str] = typer.Option(None, "--option", "-o", help="Program build setting KEY=VALUE, e.g. -o mode=basic (repeatable)."),
 ) -> None:
     """Evaluate a program or artifact with its task's metric; stream predictions, resume, report."""
-    from medprog.artifact import is_artifact, load_artifact, resolve_program
+    from medprog.artifact import is_artifact, load_artifact
+    from medprog.programs.registry import resolve_program
     from medprog.evaluation import EvalRunError, evaluate
 
     _quiet_library_logs(verbose)

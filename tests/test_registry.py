@@ -8,11 +8,10 @@ from pathlib import Path
 import dspy
 import pytest
 
-from medprog.artifact import program_ref, resolve_program
 from medprog.optimizers.ensemble_compile import compile_ensemble, ensemble_inputs
 from medprog.optimizers.grpo import reward_functions
 from medprog.optimizers.request import CompileError, CompileRequest
-from medprog.programs.registry import HOOKS, available, get_program, registered_name
+from medprog.programs.registry import HOOKS, available, get_program, program_ref, registered_name, resolve_program
 
 
 @pytest.mark.parametrize("name", ["tagger", "clh", "mdagents", "mcq", "hospital", "creason"])

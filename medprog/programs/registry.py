@@ -9,6 +9,7 @@ capability fields, so no optimizer or artifact code tests a program's name.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import sys
@@ -124,6 +125,32 @@ def registered_name(info: ProgramInfo) -> str | None:
     if module is None or module not in sys.modules:
         return None
     return info.name if getattr(sys.modules[module], "PROGRAM", None) is info else None
+
+
+def program_ref(info: ProgramInfo) -> str | None:
+    """How an artifact names a program: its registry name, its declared ``module:ATTR``, or the module
+    attribute holding it; None when nothing names it."""
+    name = registered_name(info)
+    if name or info.ref:
+        return name or info.ref
+    for fn in (info.build, info.load, info.score):
+        mod = sys.modules.get(getattr(fn, "__module__", "") or "")
+        for attr, value in vars(mod or object).items():
+            if value is info:
+                return f"{getattr(mod, '__name__', '')}:{attr}"
+    return None
+
+
+def resolve_program(ref: str) -> ProgramInfo:
+    """A `ProgramInfo` from a registry name or a ``package.module:ATTR`` import path."""
+    if ":" not in ref:
+        return get_program(ref)
+    mod_name, _, attr = ref.partition(":")
+    try:
+        info = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise UnknownProgramError(ref) from e
+    return info if getattr(info, "ref", ref) == ref else dataclasses.replace(info, ref=ref)
 
 
 def get_program(name: str) -> ProgramInfo:
