@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import fcntl
 import json
 import os
 import threading
@@ -192,6 +193,12 @@ class _Appender:
 
     def __init__(self, path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:  # one writer per run directory: a second eval into it would interleave its rows
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise EvalRunError(f"{path} is being written by another medprog eval; wait for it or choose "
+                               "a new --out") from None
         self.f = os.fdopen(fd, "a", encoding="utf-8")
         self.lock = threading.Lock()
 
@@ -348,12 +355,12 @@ def evaluate(info: Any, module: Any, examples: list[Any], engine: Any, out_dir: 
                 k = diff[0]
                 raise EvalRunError(f"{out} holds a run with {k}={before[k]!r}, not {settings[k]!r}; "
                                    "resume with the same settings or choose a new --out")
+        appender = _Appender(pred_path)  # the lock comes before reading, so no one else writes meanwhile
         if resume:
             done = latest_by_id(read_predictions(pred_path, repair=True))
             if retry_errors:
                 done = {k: v for k, v in done.items() if v.get("error") is None}
         _write_json(run_path, {**settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        appender = _Appender(pred_path)
 
     install_usage_tee(engine)
     lm = GuardedEngine(engine, before_call=before_call).as_lm(**{**DEFAULT_LM_KWARGS, **(lm_kwargs or {})})

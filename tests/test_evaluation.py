@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -189,3 +190,18 @@ def test_sigkill_half_way_then_resume_matches_an_uninterrupted_run(tmp_path: Pat
     final = json.loads(resumed.stdout)
     assert {k: final[k] for k in uninterrupted.metrics} == uninterrupted.metrics
     assert final["n_done"] == n and final["n_failed"] == 0
+
+
+def test_a_second_eval_into_a_run_being_written_is_refused(tmp_path: Path) -> None:
+    examples = TOY.load(write_toy_data(tmp_path / "d.jsonl", 4), None)
+    out = tmp_path / "run"
+    evaluate(TOY, TOY.build(), examples[:2], FakeEngine(), out, progress=False)
+    fd = os.open(out / "predictions.jsonl", os.O_WRONLY | os.O_APPEND)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another eval still writing this directory
+    try:
+        with pytest.raises(EvalRunError, match="being written by another medprog eval"):
+            evaluate(TOY, TOY.build(), examples, FakeEngine(), out, resume=True, progress=False)
+    finally:
+        os.close(fd)
+    res = evaluate(TOY, TOY.build(), examples, FakeEngine(), out, resume=True, progress=False)
+    assert len(read_predictions(out / "predictions.jsonl")) == 4 and res.metrics
