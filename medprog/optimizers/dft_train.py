@@ -32,7 +32,7 @@ from medprog.optimizers.batches import collator, training_rows
 from medprog.optimizers.dft_config import DFTConfig
 from medprog.optimizers.losses import LossSchedule, training_loss
 from medprog.optimizers.training_data import corpus_texts
-from medprog.optimizers.weights import lora_config, save_model
+from medprog.optimizers.weights import agreed_max, lora_config, save_model
 
 
 class TrainingClock:
@@ -49,7 +49,8 @@ class TrainingClock:
 
     def time_fraction(self) -> float:
         self.start()
-        return (time.perf_counter() - self.started) / self.budget_s  # type: ignore[operator]
+        # under distributed training the clock furthest along, so every process stops and schedules alike
+        return agreed_max((time.perf_counter() - self.started) / self.budget_s)  # type: ignore[operator]
 
     def progress(self, step: int) -> float:
         return min(1.0, max(step / self.max_steps, self.time_fraction()))

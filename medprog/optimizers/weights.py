@@ -77,6 +77,20 @@ def wait_for_everyone() -> None:
         dist.barrier()
 
 
+def agreed_max(value: float) -> float:
+    """The largest ``value`` across the training processes (itself when not distributed): every
+    process then takes the same decision (a wall-clock stop, a time-based learning rate)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def save_model(model: Any, tokenizer: Any, out_dir: Path) -> None:
     """Merge any LoRA adapters and save safetensors weights and the (left-padding) tokenizer.
 
