@@ -125,7 +125,7 @@ print("RESULT " + json.dumps({"out": [o.model_dump() for o in out], "usage": eng
 
 @pytest.mark.slow
 def test_vllm_engine_in_process(smollm2_dir, tmp_path):
-    """`vllm:` on SmolLM2 (first in this file, so no server is up beside it): JSON, tagged and choice."""
+    """`vllm:smollm2` (first in this file, so no server is up beside it): JSON, tagged and choice."""
     require_vllm_venv()
     notes = NOTES[:2]
     prompts, constraints = [], []
@@ -136,7 +136,7 @@ def test_vllm_engine_in_process(smollm2_dir, tmp_path):
     prompts.append(prompts[0])
     constraints.append(ChoiceConstraint(choices=["yes", "no"]))
     job = tmp_path / "job.json"
-    job.write_text(json.dumps({"model": str(smollm2_dir), "prompts": prompts,
+    job.write_text(json.dumps({"model": MODEL, "prompts": prompts,  # the embedded name resolves
                                "constraints": [c.model_dump() for c in constraints]}))
     # this checkout's medprog, whatever the venv's editable install points at
     repo = str(Path(__file__).resolve().parents[1])
