@@ -49,7 +49,7 @@ def sample_value(ann: Any, max_chars: int | None = None) -> Any:
     if origin is dict:
         return {"A": "first option", "B": "second option"}
     if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann.model_validate({name: sample_value(f.annotation, max_len(f)) for name, f in ann.model_fields.items()})
+        return ann.model_validate({k: sample_value(f.annotation, max_len(f)) for k, f in ann.model_fields.items()})
     return NOTE[:max_chars]
 
 

@@ -45,9 +45,10 @@ def check_letter(rec: dict[str, Any], example: Any) -> None:
 
 
 def check_clh(rec: dict[str, Any], example: Any) -> None:
-    """A list of billable ICD-10-CM codes, each one the assign stage kept."""
+    """Billable ICD-10-CM codes inside the index's scope; each stage keeps a subset of the one before."""
     assert isinstance(rec["codes"], list) and all(isinstance(c, str) and is_billable(c) for c in rec["codes"])
-    assert set(rec["codes"]) <= set(rec["assigned"]) | set(rec["verified"])
+    assert {c[:3] for c in rec["codes"] + rec["located"]} <= set(SCOPE.split(","))
+    assert set(rec["assigned"]) <= set(rec["verified"]) <= set(rec["located"])
 
 
 def check_hospital(rec: dict[str, Any], example: Any) -> None:
