@@ -71,7 +71,7 @@ def test_concurrency_keeps_several_requests_in_flight(tmp_path: Path) -> None:
 
 
 def test_engines_that_are_not_thread_safe_are_serialised(tmp_path: Path) -> None:
-    from medprog.evaluation import engine_thread_safe
+    from medprog.engines.runtime import engine_thread_safe
 
     class Local(FakeEngine):
         thread_safe = False

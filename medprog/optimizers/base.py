@@ -75,7 +75,7 @@ class Session:
 
     def reflection_lm(self, **kwargs: Any) -> Any:
         """The teacher LM if given, else the student's, with sampling kwargs for free-text proposals."""
-        from medprog.evaluation import GuardedEngine
+        from medprog.engines.runtime import GuardedEngine
 
         eng = self.teacher_engine or self.engine
         return GuardedEngine(eng, before_call=self.budget.reserve_call).as_lm(**{**self.lm_kwargs, **kwargs})
@@ -115,7 +115,7 @@ def step_naming_adapter(module: Any) -> Any:
 @contextlib.contextmanager
 def open_session(req: CompileRequest, student: Any | None = None) -> Iterator[Session]:
     """Engines, LMs, budget and tracker, with medprog's adapter active for the whole compile."""
-    from medprog.evaluation import GuardedEngine, engine_thread_safe, install_usage_tee
+    from medprog.engines.runtime import GuardedEngine, engine_thread_safe, install_usage_tee
     from medprog.signatures.adapter import MedprogAdapter
 
     if not req.lm and req.engine is None:
