@@ -535,7 +535,7 @@ SYNTHESIZERS = {
     "medqa": "medprog.data.medqa:synth_medqa",
     "hospital": "medprog.data.hospital:synth_hospital",
     "icd": "medprog.data.icd_notes:synth_icd_notes",
-    "registry": "medprog.data.patient_registry:synth_registry",
+    "registry": "medprog.data.synth_registry:synth_registry",
 }
 """``medprog data synth NAME``: generator functions ``fn(out, n, seed) -> summary``."""
 

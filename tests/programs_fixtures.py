@@ -191,7 +191,7 @@ def _scripted_transcripts() -> list[tuple[list[dict[str, str]], str]]:
     from medprog.data.hospital import synth_hospital
     from medprog.data.icd_notes import SYNTH_CODES, synth_icd_notes
     from medprog.data.medqa import synth_medqa
-    from medprog.data.patient_registry import synth_registry
+    from medprog.data.synth_registry import synth_registry
     from medprog.programs.registry import get_program
 
     tmp = tempfile.mkdtemp(prefix="medprog-agents-data-")

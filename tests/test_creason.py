@@ -8,7 +8,8 @@ import json
 import pytest
 from programs_fixtures import ScriptedEngine, tiny_engine, using, vllm_engine
 
-from medprog.data.patient_registry import build_tasks, fit_gmm, load_registry, split_rows, synth_registry, write_tasks
+from medprog.data.patient_registry import build_tasks, fit_gmm, load_registry, split_rows, write_tasks
+from medprog.data.synth_registry import synth_registry
 from medprog.programs.creason import PROGRAM, CReason, grpo_reward
 
 
