@@ -36,7 +36,7 @@ def fake_engines(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         opened["engines"].append(engine)
         return engine
 
-    monkeypatch.setattr("medprog.cli.build_lm", make)
+    monkeypatch.setattr("medprog.cli_common.build_lm", make)
     monkeypatch.setattr("medprog.optimizers.base.open_engine", make)
     return opened
 

@@ -132,7 +132,7 @@ def scripted_cli(monkeypatch):
                                       else None))
         return engines[-1]
 
-    monkeypatch.setattr("medprog.cli.build_lm", make)
+    monkeypatch.setattr("medprog.cli_common.build_lm", make)
     return engines
 
 
