@@ -102,32 +102,20 @@ def merge_settings(cli: dict[str, Any], config: Path | None, option: list[str] |
 @cli_errors
 def compile_cmd(
     args: list[str] = typer.Argument(None, metavar="PROGRAM", help="A registered program (or module:ATTR)."),
-    train: Path = typer.Option(
-        None, "--train", help="Training data: a file, or a directory with splits (uses 'train')."
-    ),
+    train: Path = typer.Option(None, "--train", help="Training data: a file, or a directory with splits (uses 'train')."),
     dev: Path = typer.Option(None, "--dev", help="Dev data (default: the --train directory's 'val' split)."),
     split_train: str = typer.Option(None, "--split-train", help="Split of --train to use (default train)."),
     split_dev: str = typer.Option(None, "--split-dev", help="Split of --dev to use (default val)."),
-    optimizer: str = typer.Option(
-        None, "--optimizer", help="bootstrap | random-search | mipro | gepa | dft | grpo | pseudolabel | ensemble"
-    ),
+    optimizer: str = typer.Option(None, "--optimizer", help="bootstrap | random-search | mipro | gepa | dft | grpo | pseudolabel | ensemble"),
     lm: str = typer.Option(None, "--lm", help="The student model: local:PATH | openai:MODEL@URL | vllm:PATH."),
     teacher: str = typer.Option(None, "--teacher", help="Teacher / prompt / reflection model (default: --lm)."),
     out: Path = typer.Option(None, "--out", help="Artifact directory to write."),
     config: Path = typer.Option(None, "--config", help="TOML file with any of these options; the command line wins."),
-    budget_calls: int = typer.Option(
-        None, "--budget-calls", help="Stop after this many model calls, keeping the best so far."
-    ),
-    budget_tokens: int = typer.Option(
-        None, "--budget-tokens", help="Stop after this many tokens, keeping the best so far."
-    ),
+    budget_calls: int = typer.Option(None, "--budget-calls", help="Stop after this many model calls, keeping the best so far."),
+    budget_tokens: int = typer.Option(None, "--budget-tokens", help="Stop after this many tokens, keeping the best so far."),
     seed: int = typer.Option(None, "--seed"),
-    base: str = typer.Option(
-        None, "--base", help="Starting point: a model directory, an artifact, or an embedded model (smollm2)."
-    ),
-    members: list[Path] = typer.Option(
-        None, "--members", help="Eval output directories to ensemble (ensemble optimizer)."
-    ),
+    base: str = typer.Option(None, "--base", help="Starting point: a model directory, an artifact, or an embedded model (smollm2)."),
+    members: list[Path] = typer.Option(None, "--members", help="Eval output directories to ensemble (ensemble optimizer)."),
     option: list[str] = typer.Option(None, "--option", "-o", help="Optimizer option KEY=VALUE (repeatable)."),
     allow_remote: AllowRemoteOption = None,  # type: ignore[assignment]
     no_cache: NoCacheOption = None,  # type: ignore[assignment]
@@ -142,27 +130,12 @@ def compile_cmd(
     from medprog.programs.registry import resolve_program
 
     args = list(args or [])
-    cli: dict[str, Any] = dict(
-        program=args[0] if args else None,
-        train=train,
-        dev=dev,
-        split_train=split_train,
-        split_dev=split_dev,
-        optimizer=optimizer,
-        lm=lm,
-        teacher=teacher,
-        out=out,
-        budget_calls=budget_calls,
-        budget_tokens=budget_tokens,
-        seed=seed,
-        base=base,
-        members=list(members or []) + [Path(a) for a in args[1:]] or None,
-        allow_remote=allow_remote,
-        no_cache=no_cache,
-        max_tokens=max_tokens,
-        threads=threads,
-        verbose=verbose,
-    )
+    cli: dict[str, Any] = dict(program=args[0] if args else None, train=train, dev=dev, split_train=split_train,
+                               split_dev=split_dev, optimizer=optimizer, lm=lm, teacher=teacher, out=out,
+                               budget_calls=budget_calls, budget_tokens=budget_tokens, seed=seed, base=base,
+                               members=list(members or []) + [Path(a) for a in args[1:]] or None,
+                               allow_remote=allow_remote, no_cache=no_cache, max_tokens=max_tokens, threads=threads,
+                               verbose=verbose)
     if args[1:] and not members:
         raise UsageError(f"unexpected argument(s) {args[1:]}; only --members takes several values")
     merged, options = merge_settings(cli, config, option)
@@ -175,18 +148,20 @@ def compile_cmd(
     for who, spec in (("student", req.lm), ("teacher", req.teacher)):
         if spec:
             log(f"{who} text goes to {describe_destination(spec)}")
-    log(
-        f"compiling {info.name} with {name}: {len(train_examples)} train"
-        + (f" ({train_split})" if train_split else "")
-        + f", {len(dev_examples)} dev"
-        + (f" ({dev_split})" if dev_split else "")
-    )
+    log(f"compiling {info.name} with {name}: {len(train_examples)} train"
+        + (f" ({train_split})" if train_split else "") + f", {len(dev_examples)} dev"
+        + (f" ({dev_split})" if dev_split else ""))
     try:
         with contextlib.redirect_stdout(sys.stderr):  # optimizers print progress; stdout is for --json
             path = fn(req)
     except CompileError as e:
         raise UsageError(str(e)) from None
-    report_path = Path(path) / "report.json"
+    show_report(Path(path), json_out)
+
+
+def show_report(path: Path, json_out: bool) -> None:
+    """The artifact's report.json: as JSON on stdout, or a summary table."""
+    report_path = path / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     if json_out:
         print_json({"artifact": str(path), **report})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -115,11 +116,16 @@ def eval_cmd(
         raise UsageError(str(e)) from None
     finally:
         engine.close()
+    show_result(r.info.name, result, json_out)
+
+
+def show_result(name: str, result: Any, json_out: bool) -> None:
+    """An evaluation's summary: as JSON on stdout, or metric and cost tables."""
     if json_out:
         print_json(result.summary)
         return
     s = result.summary
-    table = Table("metric", "value", title=f"{r.info.name}: {s['n_done']}/{s['n']} done, {s['n_failed']} failed")
+    table = Table("metric", "value", title=f"{name}: {s['n_done']}/{s['n']} done, {s['n_failed']} failed")
     for k, v in result.metrics.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
