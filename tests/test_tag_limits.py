@@ -92,7 +92,7 @@ def test_no_limits_setting_leaves_the_constraint_unbounded():
 
 
 def test_limits_are_a_build_setting_and_bad_ones_are_named():
-    from medprog.cli import UsageError, build_program
+    from medprog.cli_common import UsageError, build_program
 
     module = build_program(tagger.PROGRAM, ['tag_limits={"max_open": 2}'])
     assert module.tag.config["tag_limits"]["max_open"] == 2
