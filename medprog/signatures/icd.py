@@ -6,9 +6,14 @@ Code lists are typed ``list[str]`` here; the program narrows each call to
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import dspy
+from pydantic import Field
 
 from medprog.signatures.base import Signature
+
+LeadTerm = Annotated[str, Field(min_length=3, max_length=80)]
 
 
 class AnalyseNote(Signature):
@@ -17,7 +22,10 @@ class AnalyseNote(Signature):
     present. Leave out negated, ruled-out and merely suspected conditions."""
 
     note: str = dspy.InputField()
-    terms: list[str] = dspy.OutputField(desc="lead terms, most important first")
+    # At least one term: a coded note documents a reason for the encounter, and an empty list (what
+    # SmolLM2 wrote under an unbounded schema) ends the pipeline with no code at all.
+    terms: Annotated[list[LeadTerm], Field(min_length=1, max_length=8)] = dspy.OutputField(
+        desc="lead terms, most important first")
 
 
 class LocateCodes(Signature):
