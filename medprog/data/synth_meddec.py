@@ -220,16 +220,8 @@ def _compose(note: _Note, age: int, sex: str, interpreter: str | None) -> str:
     return header + body
 
 
-def synth_meddec(out_dir: str | Path, n: int = 500, seed: int = 0, *, overwrite: bool = False) -> dict:
-    """Write ``n`` synthetic annotated notes to ``out_dir`` in the MedDec layout; return a summary.
-
-    Splits are 80/10/10 (train/val/test) over a seeded shuffle. Refuses to write into a folder
-    that already holds MedDec notes unless ``overwrite`` (which first removes ``data/``,
-    ``raw_text/``, ``splits/`` and ``stats.csv`` there).
-    """
-    if n < 1:
-        raise ValueError("n must be at least 1")
-    out = Path(out_dir)
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    """Create the MedDec folders in ``out``, clearing an earlier set only when ``overwrite``."""
     existing = [out / ANNOTATIONS_DIR, out / TEXTS_DIR, out / SPLITS_DIR, out / STATS_FILE]
     if any(p.exists() for p in existing):
         if not overwrite:
@@ -242,63 +234,98 @@ def synth_meddec(out_dir: str | Path, n: int = 500, seed: int = 0, *, overwrite:
     for sub in (ANNOTATIONS_DIR, TEXTS_DIR, SPLITS_DIR):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
-    rng = random.Random(seed)
-    used_subjects: set[int] = set()
-    rows = []
-    ids = []
-    n_spans = 0
-    for _ in range(n):
-        subject = rng.randint(100, 99999)
-        while subject in used_subjects:
-            subject = rng.randint(100, 99999)
-        used_subjects.add(subject)
-        hadm, row = rng.randint(100000, 199999), rng.randint(1, 60000)
-        note_id = f"{subject}_{hadm}_{row}"
-        female = rng.random() < 0.5
-        ethnicity = rng.choices([e for e, _ in ETHNICITIES], weights=[w for _, w in ETHNICITIES])[0]
-        language = rng.choices([x for x, _ in LANGUAGES], weights=[w for _, w in LANGUAGES])[0]
-        interpreter = rng.choice(INTERPRETER) if language not in ("ENGL", "") and rng.random() < 0.5 else None
-        age = rng.randint(22, 94)
-        note_rng = random.Random(rng.getrandbits(64))
-        for _attempt in range(200):
-            note = _Note(note_rng, female, note_rng.randint(2105, 2190))
-            text, spans = _strip_tags(_compose(note, age, "F" if female else "M", interpreter))
-            scored = [s for s in spans if s[2] <= 9]
-            if MIN_WORDS <= len(text.split()) <= MAX_WORDS and MIN_SPANS <= len(scored) <= MAX_SPANS:
-                break
-        else:  # pragma: no cover - the template sizes make this unreachable in practice
-            raise RuntimeError("could not compose a note within the size limits")
-        spans.sort()
-        annotations = [
-            {
-                "annotation_id": f"T{k + 1}",
-                "start_offset": s,
-                "end_offset": e,
-                "category": category_label(c),
-                "decision": text[s:e],
-            }
-            for k, (s, e, c) in enumerate(spans)
-        ]
-        n_spans += len(annotations)
-        (out / TEXTS_DIR / f"{note_id}.txt").write_text(text, encoding="utf-8", newline="\n")
-        (out / ANNOTATIONS_DIR / f"{note_id}.json").write_text(
-            json.dumps({"discharge_summary_id": note_id, "annotations": annotations}, indent=2) + "\n",
-            encoding="utf-8", newline="\n",
-        )
-        rows.append((subject, hadm, row, ethnicity, language, "F" if female else "M"))
-        ids.append(note_id)
 
+def _compose_within_limits(note_rng: random.Random, female: bool, age: int, interpreter: str | None) -> tuple[str, list]:
+    """Draw notes until one fits the word and span limits; return its text and sorted spans."""
+    for _attempt in range(200):
+        note = _Note(note_rng, female, note_rng.randint(2105, 2190))
+        text, spans = _strip_tags(_compose(note, age, "F" if female else "M", interpreter))
+        scored = [s for s in spans if s[2] <= 9]
+        if MIN_WORDS <= len(text.split()) <= MAX_WORDS and MIN_SPANS <= len(scored) <= MAX_SPANS:
+            spans.sort()
+            return text, spans
+    raise RuntimeError("could not compose a note within the size limits")  # pragma: no cover - unreachable in practice
+
+
+def _write_note(out: Path, note_id: str, text: str, spans: list) -> int:
+    """Write one note's text and annotation files; return its number of spans."""
+    annotations = [
+        {
+            "annotation_id": f"T{k + 1}",
+            "start_offset": s,
+            "end_offset": e,
+            "category": category_label(c),
+            "decision": text[s:e],
+        }
+        for k, (s, e, c) in enumerate(spans)
+    ]
+    (out / TEXTS_DIR / f"{note_id}.txt").write_text(text, encoding="utf-8", newline="\n")
+    (out / ANNOTATIONS_DIR / f"{note_id}.json").write_text(
+        json.dumps({"discharge_summary_id": note_id, "annotations": annotations}, indent=2) + "\n",
+        encoding="utf-8", newline="\n",
+    )
+    return len(annotations)
+
+
+def _synth_one(out: Path, rng: random.Random, used_subjects: set[int]) -> tuple[tuple, str, int]:
+    """Draw and write one patient's note; return its stats row, note id and span count."""
+    subject = rng.randint(100, 99999)
+    while subject in used_subjects:
+        subject = rng.randint(100, 99999)
+    used_subjects.add(subject)
+    hadm, row = rng.randint(100000, 199999), rng.randint(1, 60000)
+    note_id = f"{subject}_{hadm}_{row}"
+    female = rng.random() < 0.5
+    ethnicity = rng.choices([e for e, _ in ETHNICITIES], weights=[w for _, w in ETHNICITIES])[0]
+    language = rng.choices([x for x, _ in LANGUAGES], weights=[w for _, w in LANGUAGES])[0]
+    interpreter = rng.choice(INTERPRETER) if language not in ("ENGL", "") and rng.random() < 0.5 else None
+    age = rng.randint(22, 94)
+    text, spans = _compose_within_limits(random.Random(rng.getrandbits(64)), female, age, interpreter)
+    n_spans = _write_note(out, note_id, text, spans)
+    return (subject, hadm, row, ethnicity, language, "F" if female else "M"), note_id, n_spans
+
+
+def _write_stats(out: Path, rows: list[tuple]) -> None:
+    """Write the per-note demographics table MedDec's subgroup scores read."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["SUBJECT_ID", "HADM_ID", "ROW_ID", "ETHNICITY", "LANGUAGE", "GENDER"])
     writer.writerows(rows)
     (out / STATS_FILE).write_text(buf.getvalue(), encoding="utf-8", newline="\n")
 
+
+def _write_splits(out: Path, ids: list[str], rng: random.Random) -> dict[str, list[str]]:
+    """Shuffle the note ids and write the 80/10/10 train/val/test split files."""
     order = ids[:]
     rng.shuffle(order)
+    n = len(ids)
     n_train = round(0.8 * n)
     n_val = round(0.1 * n)
     splits = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
     for name, members in splits.items():
         (out / SPLITS_DIR / f"{name}.txt").write_text("".join(i + "\n" for i in members), encoding="utf-8", newline="\n")
+    return splits
+
+
+def synth_meddec(out_dir: str | Path, n: int = 500, seed: int = 0, *, overwrite: bool = False) -> dict:
+    """Write ``n`` synthetic annotated notes to ``out_dir`` in the MedDec layout; return a summary.
+
+    Splits are 80/10/10 (train/val/test) over a seeded shuffle. Refuses to write into a folder
+    that already holds MedDec notes unless ``overwrite`` (which first removes ``data/``,
+    ``raw_text/``, ``splits/`` and ``stats.csv`` there).
+    """
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    out = Path(out_dir)
+    _prepare_out(out, overwrite)
+    rng = random.Random(seed)
+    used_subjects: set[int] = set()
+    rows, ids, n_spans = [], [], 0
+    for _ in range(n):
+        row, note_id, k = _synth_one(out, rng, used_subjects)
+        rows.append(row)
+        ids.append(note_id)
+        n_spans += k
+    _write_stats(out, rows)
+    splits = _write_splits(out, ids, rng)
     return {"out_dir": str(out), "notes": n, "annotations": n_spans, "splits": {k: len(v) for k, v in splits.items()}}
