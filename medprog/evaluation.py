@@ -238,6 +238,109 @@ def _progress(enabled: bool):
     )
 
 
+def _unique_ids(examples: list[Any]) -> list[str]:
+    """The examples' ids, refusing data where one id occurs twice (resume keys on them)."""
+    ids = [example_id(ex, i) for i, ex in enumerate(examples)]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise EvalRunError(f"example id {dup!r} occurs more than once in the data")
+    return ids
+
+
+def _open_run(out: Path, settings: dict[str, Any], resume: bool,
+              retry_errors: bool) -> tuple[_Appender, dict[str, dict[str, Any]]]:
+    """Open ``out`` for appending; on ``resume`` check its settings and return the rows already done."""
+    from medprog.engines.cache import private_dir
+
+    private_dir(out)
+    pred_path = out / PREDICTIONS
+    run_path = out / RUN
+    if pred_path.exists() and pred_path.stat().st_size > 0 and not resume:
+        raise EvalRunError(f"{pred_path} already exists; pass --resume to continue that run or choose a new --out")
+    if resume and run_path.is_file():
+        before = json.loads(run_path.read_text(encoding="utf-8"))
+        keys = ("program", "build", "artifact_hash", "lm", "data", "split")
+        diff = [k for k in keys if k in before and k in settings and before[k] != settings[k]]
+        if diff:
+            k = diff[0]
+            raise EvalRunError(f"{out} holds a run with {k}={before[k]!r}, not {settings[k]!r}; "
+                               "resume with the same settings or choose a new --out")
+    appender = _Appender(pred_path)  # the lock comes before reading, so no one else writes meanwhile
+    done: dict[str, dict[str, Any]] = {}
+    if resume:
+        done = latest_by_id(read_predictions(pred_path, repair=True))
+        if retry_errors:
+            done = {k: v for k, v in done.items() if v.get("error") is None}
+    _write_json(run_path, {**settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return appender, done
+
+
+class _Tally:
+    """Running score, failure count and rate shown on the progress bar."""
+
+    def __init__(self, finished: list[dict[str, Any]]) -> None:
+        self.t_start = time.perf_counter()
+        self.scores = [float(r.get("score") or 0.0) for r in finished]
+        self.failed = sum(r.get("error") is not None for r in finished)
+        self.n_new = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.n_new += 1
+        self.scores.append(float(row.get("score") or 0.0))
+        self.failed += row.get("error") is not None
+
+    def fields(self) -> dict[str, str]:
+        elapsed = time.perf_counter() - self.t_start
+        rate = f"{self.n_new / elapsed:.2f} ex/s" if self.n_new and elapsed > 0 else "– ex/s"
+        score = f"{sum(self.scores) / len(self.scores):.3f}" if self.scores else "–"
+        return {"score": score, "rate": rate, "failed": str(self.failed)}
+
+
+def _run_all(info: Any, module: Any, todo: list[tuple[Any, str]], lm: Any, *, total: int, concurrency: int,
+             progress: bool, appender: _Appender | None, done: dict[str, dict[str, Any]], tally: _Tally) -> None:
+    """Run ``todo`` on a thread pool, writing each row as it finishes, in submission order per batch."""
+    with _progress(progress) as bar:
+        task = bar.add_task(getattr(info, "name", "eval"), total=total, completed=total - len(todo),
+                            **tally.fields())
+        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="medprog-eval") as pool:
+            order = {pool.submit(contextvars.copy_context().run, run_one, info, module, ex, i, lm): k
+                     for k, (ex, i) in enumerate(todo)}
+            pending = set(order)
+            try:
+                while pending:
+                    complete, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in sorted(complete, key=order.__getitem__):
+                        row = fut.result()
+                        if appender is not None:
+                            appender.write(row)
+                        done[row["id"]] = row
+                        tally.add(row)
+                        bar.update(task, advance=1, **tally.fields())
+            except BaseException:
+                for fut in pending:
+                    fut.cancel()
+                raise
+
+
+def _write_outputs(info: Any, out: Path, examples: list[Any], lines: list[dict[str, Any]],
+                   metrics: dict[str, Any], summary: dict[str, Any], report: bool) -> list[Path]:
+    """Write metrics, the program's extra files and the HTML report into ``out``; return the files."""
+    _write_json(out / METRICS, summary)
+    files = [out / PREDICTIONS, out / METRICS]
+    ok = [r["record"] for r in lines if r.get("error") is None and r.get("record") is not None]
+    extras = getattr(info, "extras", None)
+    if extras is not None:
+        extras(out, examples, ok, metrics)
+    if report:
+        from medprog.report import write_report
+
+        notes_hook = getattr(info, "report_notes", None)
+        write_report(out / REPORT, summary=summary, lines=lines, title=f"medprog eval: {getattr(info, 'name', '')}",
+                     notes=notes_hook(examples, ok) if notes_hook is not None else None)
+        files.append(out / REPORT)
+    return files
+
+
 def evaluate(info: Any, module: Any, examples: list[Any], engine: Any, out_dir: str | Path | None, *,
              concurrency: int = 1, resume: bool = False, settings: dict[str, Any] | None = None,
              lm_kwargs: dict[str, Any] | None = None, progress: bool = True, retry_errors: bool = False,
@@ -247,97 +350,27 @@ def evaluate(info: Any, module: Any, examples: list[Any], engine: Any, out_dir: 
     ``settings`` describes the run (program, lm spec, data) and is checked on ``resume``:
     a directory written by a different program, model or dataset is refused.
     """
-    from medprog.engines.cache import private_dir
-
-    ids = [example_id(ex, i) for i, ex in enumerate(examples)]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise EvalRunError(f"example id {dup!r} occurs more than once in the data")
+    ids = _unique_ids(examples)
     settings = dict(settings or {})
     out = Path(out_dir) if out_dir is not None else None
     done: dict[str, dict[str, Any]] = {}
     appender = None
     if out is not None:
-        private_dir(out)
-        pred_path = out / PREDICTIONS
-        run_path = out / RUN
-        if pred_path.exists() and pred_path.stat().st_size > 0 and not resume:
-            raise EvalRunError(f"{pred_path} already exists; pass --resume to continue that run or choose a new --out")
-        if resume and run_path.is_file():
-            before = json.loads(run_path.read_text(encoding="utf-8"))
-            keys = ("program", "build", "artifact_hash", "lm", "data", "split")
-            diff = [k for k in keys if k in before and k in settings and before[k] != settings[k]]
-            if diff:
-                k = diff[0]
-                raise EvalRunError(f"{out} holds a run with {k}={before[k]!r}, not {settings[k]!r}; "
-                                   "resume with the same settings or choose a new --out")
-        appender = _Appender(pred_path)  # the lock comes before reading, so no one else writes meanwhile
-        if resume:
-            done = latest_by_id(read_predictions(pred_path, repair=True))
-            if retry_errors:
-                done = {k: v for k, v in done.items() if v.get("error") is None}
-        _write_json(run_path, {**settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        appender, done = _open_run(out, settings, resume, retry_errors)
 
     install_usage_tee(engine)
     lm = GuardedEngine(engine, before_call=before_call).as_lm(**{**DEFAULT_LM_KWARGS, **(lm_kwargs or {})})
     todo = [(ex, i) for ex, i in zip(examples, ids) if i not in done]
     wanted = set(ids)
-    finished = [r for i, r in done.items() if i in wanted]
-    t_start = time.perf_counter()
-    scores = [float(r.get("score") or 0.0) for r in finished]
-    failed = sum(r.get("error") is not None for r in finished)
-
-    def fields(n_new: int) -> dict[str, str]:
-        elapsed = time.perf_counter() - t_start
-        rate = f"{n_new / elapsed:.2f} ex/s" if n_new and elapsed > 0 else "– ex/s"
-        score = f"{sum(scores) / len(scores):.3f}" if scores else "–"
-        return {"score": score, "rate": rate, "failed": str(failed)}
-
+    tally = _Tally([r for i, r in done.items() if i in wanted])
     try:
-        with _progress(progress) as bar:
-            task = bar.add_task(getattr(info, "name", "eval"), total=len(examples), completed=len(finished),
-                                **fields(0))
-            with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="medprog-eval") as pool:
-                order = {pool.submit(contextvars.copy_context().run, run_one, info, module, ex, i, lm): k
-                         for k, (ex, i) in enumerate(todo)}
-                pending = set(order)
-                n_new = 0
-                try:
-                    while pending:
-                        complete, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in sorted(complete, key=order.__getitem__):
-                            row = fut.result()
-                            if appender is not None:
-                                appender.write(row)
-                            done[row["id"]] = row
-                            n_new += 1
-                            scores.append(float(row.get("score") or 0.0))
-                            failed += row.get("error") is not None
-                            bar.update(task, advance=1, **fields(n_new))
-                except BaseException:
-                    for fut in pending:
-                        fut.cancel()
-                    raise
+        _run_all(info, module, todo, lm, total=len(examples), concurrency=concurrency, progress=progress,
+                 appender=appender, done=done, tally=tally)
     finally:
         if appender is not None:
             appender.close()
 
-    wall = time.perf_counter() - t_start
+    wall = time.perf_counter() - tally.t_start
     metrics, summary, lines = summarize(info, examples, done, settings=settings, wall_s=wall)
-    files: list[Path] = []
-    if out is not None:
-        _write_json(out / METRICS, summary)
-        files += [out / PREDICTIONS, out / METRICS]
-        extras = getattr(info, "extras", None)
-        if extras is not None:
-            records = [r["record"] for r in lines if r.get("error") is None and r.get("record") is not None]
-            extras(out, examples, records, metrics)
-        if report:
-            from medprog.report import write_report
-
-            notes_hook = getattr(info, "report_notes", None)
-            ok = [r["record"] for r in lines if r.get("error") is None and r.get("record") is not None]
-            write_report(out / REPORT, summary=summary, lines=lines, title=f"medprog eval: {getattr(info, 'name', '')}",
-                         notes=notes_hook(examples, ok) if notes_hook is not None else None)
-            files.append(out / REPORT)
+    files = _write_outputs(info, out, examples, lines, metrics, summary, report) if out is not None else []
     return EvalResult(metrics=metrics, summary=summary, lines=lines, out_dir=out, files=files)
