@@ -258,6 +258,56 @@ def _parse_decisions(anns: list, text: str, path: Path) -> list[Decision]:
     return decisions
 
 
+def _read_annotated(root: Path, ann_dir: Path, wanted: set[str] | None) -> dict[str, MedDecNote]:
+    """Every annotated note under ``ann_dir`` (only those in ``wanted`` when given), keyed by id."""
+    notes: dict[str, MedDecNote] = {}
+    sources: dict[str, Path] = {}
+    for path in sorted(ann_dir.rglob("*.json")):
+        if (wanted is not None and path.stem not in wanted and base_note_id(path.stem) not in wanted
+                and parse_note_ids(path.stem) is not None):  # cheap pre-filter; a stem that is no id is read
+            continue
+        for rec in _annotation_records(path):
+            note_id = _note_id(rec, path)
+            if wanted is not None and note_id not in wanted and base_note_id(note_id) not in wanted:
+                continue
+            if note_id in notes:
+                raise MedDecFormatError(f"{path}: note {note_id!r} is also annotated in {sources[note_id]}")
+            text = _find_text(root, note_id, path).read_text(encoding="utf-8")
+            notes[note_id] = MedDecNote(id=note_id, text=text, decisions=_parse_decisions(rec["annotations"], text, path))
+            sources[note_id] = path
+    return notes
+
+
+def _in_split_order(root: Path, split: str, wanted: list[str], notes: dict[str, MedDecNote],
+                    require_annotations: bool) -> list[MedDecNote]:
+    """The notes of ``wanted`` in the split file's order; unannotated ones load bare unless required."""
+    by_base: dict[str, list[str]] = {}
+    for nid in notes:
+        by_base.setdefault(base_note_id(nid), []).append(nid)
+    ordered: list[str] = []
+    for wid in wanted:
+        hits = [wid] if wid in notes else by_base.get(wid, [])
+        if not hits:
+            text_path = root / TEXTS_DIR / f"{wid}.txt"
+            if require_annotations or not text_path.is_file():
+                raise MedDecFormatError(
+                    f"{root / SPLITS_DIR / f'{split}.txt'}: note {wid!r} has no annotation file in {root / ANNOTATIONS_DIR}"
+                    + ("" if require_annotations else f" and no text at {text_path}")
+                )
+            notes[wid], hits = MedDecNote(id=wid, text=text_path.read_text(encoding="utf-8")), [wid]
+        ordered.extend(h for h in hits if h not in ordered)
+    return [notes[i] for i in ordered]
+
+
+def _attach_demographics(root: Path, notes: list[MedDecNote]) -> None:
+    """Copy gender, ethnicity and language from ``stats.csv`` (when present) onto the notes."""
+    stats = read_stats(root / STATS_FILE) if (root / STATS_FILE).is_file() else {}
+    for note in notes:
+        row = stats.get(parse_note_ids(note.id) or (-1, -1, -1))
+        if row is not None:
+            note.gender, note.ethnicity, note.language = row["GENDER"], row["ETHNICITY"], row["LANGUAGE"]
+
+
 def load_meddec(root: str | Path, split: str | None = None, *, require_annotations: bool = True) -> list[MedDecNote]:
     """Load notes, gold decisions and demographics from ``root`` (layout in the module docstring).
 
@@ -274,59 +324,11 @@ def load_meddec(root: str | Path, split: str | None = None, *, require_annotatio
             f"MedDec annotations folder {ann_dir} not found; expected DIR/{ANNOTATIONS_DIR}/<id>.json "
             f"and DIR/{TEXTS_DIR}/<id>.txt (create synthetic data with medprog.data.synth_meddec)"
         )
-    wanted = None
-    if split is not None:
-        wanted = read_split(root, split)
-        wanted_set = set(wanted)
-
-    notes: dict[str, MedDecNote] = {}
-    sources: dict[str, Path] = {}
-    for path in sorted(ann_dir.rglob("*.json")):
-        if wanted is not None and path.stem not in wanted_set and base_note_id(path.stem) not in wanted_set:
-            # Cheap pre-filter; the id inside the file decides when the stem is not an id.
-            if parse_note_ids(path.stem) is not None:
-                continue
-        for rec in _annotation_records(path):
-            note_id = _note_id(rec, path)
-            if wanted is not None and note_id not in wanted_set and base_note_id(note_id) not in wanted_set:
-                continue
-            if note_id in notes:
-                raise MedDecFormatError(f"{path}: note {note_id!r} is also annotated in {sources[note_id]}")
-            text_path = _find_text(root, note_id, path)
-            text = text_path.read_text(encoding="utf-8")
-            notes[note_id] = MedDecNote(id=note_id, text=text, decisions=_parse_decisions(rec["annotations"], text, path))
-            sources[note_id] = path
-
-    if wanted is not None:
-        by_base: dict[str, list[str]] = {}
-        for nid in notes:
-            by_base.setdefault(base_note_id(nid), []).append(nid)
-        ordered: list[str] = []
-        for wid in wanted:
-            hits = [wid] if wid in notes else by_base.get(wid, [])
-            if not hits:
-                text_path = root / TEXTS_DIR / f"{wid}.txt"
-                if require_annotations or not text_path.is_file():
-                    raise MedDecFormatError(
-                        f"{root / SPLITS_DIR / f'{split}.txt'}: note {wid!r} has no annotation file in {ann_dir}"
-                        + ("" if require_annotations else f" and no text at {text_path}")
-                    )
-                notes[wid] = MedDecNote(id=wid, text=text_path.read_text(encoding="utf-8"))
-                hits = [wid]
-            ordered.extend(h for h in hits if h not in ordered)
-        result = [notes[i] for i in ordered]
-    else:
-        result = [notes[i] for i in sorted(notes)]
-
-    stats_path = root / STATS_FILE
-    if stats_path.is_file():
-        stats = read_stats(stats_path)
-        for note in result:
-            row = stats.get(parse_note_ids(note.id) or (-1, -1, -1))
-            if row is not None:
-                note.gender = row["GENDER"]
-                note.ethnicity = row["ETHNICITY"]
-                note.language = row["LANGUAGE"]
+    wanted = read_split(root, split) if split is not None else None
+    notes = _read_annotated(root, ann_dir, None if wanted is None else set(wanted))
+    result = ([notes[i] for i in sorted(notes)] if wanted is None
+              else _in_split_order(root, str(split), wanted, notes, require_annotations))
+    _attach_demographics(root, result)
     return result
 
 
