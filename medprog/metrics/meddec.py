@@ -290,12 +290,8 @@ class MedDecScorer:
                 out.add((c, text[r[0]:r[1]].lower()))
         return out
 
-    def score(self, predictions: Mapping[str, Iterable[SpanLike]]) -> dict:
-        """Metrics dict: span_f1, token_f1, base, worst, overall, groups, per_category (+ details)."""
-        unknown = sorted(set(predictions) - set(self._by_id))
-        if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:5])
-            raise ValueError(f"predictions for {len(unknown)} note(s) not among the gold notes: {shown}")
+    def _count(self, predictions: Mapping[str, Iterable[SpanLike]]) -> tuple[dict, dict, dict[str, float]]:
+        """Per-note (tp, fp, fn), per-category [tp, fp, fn] and per-note token F1."""
         per_note: dict[str, tuple[int, int, int]] = {}
         cat_counts = {c: [0, 0, 0] for c in sorted(SCORED_CATEGORIES)}
         token_f1: dict[str, float] = {}
@@ -304,21 +300,16 @@ class MedDecScorer:
             gold = self._gold_sets[n.id]
             pred = self._span_set(n.id, spans)
             per_note[n.id] = (len(gold & pred), len(pred - gold), len(gold - pred))
-            for c, _ in gold & pred:
-                cat_counts[c][0] += 1
-            for c, _ in pred - gold:
-                cat_counts[c][1] += 1
-            for c, _ in gold - pred:
-                cat_counts[c][2] += 1
+            for k, part in enumerate((gold & pred, pred - gold, gold - pred)):
+                for c, _ in part:
+                    cat_counts[c][k] += 1
             if n.id in self._tokens:
                 pred_labels = token_labels(self._tokens[n.id], spans)
                 token_f1[n.id] = note_token_f1(self._gold_labels[n.id], pred_labels)
+        return per_note, cat_counts, token_f1
 
-        tp, fp, fn = (sum(v[k] for v in per_note.values()) for k in range(3))
-        span_p, span_r, span_f = _f1(tp, fp, fn)
-        tok = sum(token_f1.values()) / len(token_f1) if token_f1 else 0.0
-        base = (span_f + tok) / 2
-
+    def _group_scores(self, per_note: dict, token_f1: dict[str, float]) -> tuple[dict, float | None, str | None]:
+        """Scores per demographic subgroup, and the worst subgroup's base score and name."""
         groups: dict[str, dict[str, dict]] = {}
         worst, worst_name = None, None
         for dim, names in GROUPS.items():
@@ -340,6 +331,20 @@ class MedDecScorer:
                 }
                 if worst is None or g_base < worst:
                     worst, worst_name = g_base, f"{dim}={grp}"
+        return groups, worst, worst_name
+
+    def score(self, predictions: Mapping[str, Iterable[SpanLike]]) -> dict:
+        """Metrics dict: span_f1, token_f1, base, worst, overall, groups, per_category (+ details)."""
+        unknown = sorted(set(predictions) - set(self._by_id))
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:5])
+            raise ValueError(f"predictions for {len(unknown)} note(s) not among the gold notes: {shown}")
+        per_note, cat_counts, token_f1 = self._count(predictions)
+        tp, fp, fn = (sum(v[k] for v in per_note.values()) for k in range(3))
+        span_p, span_r, span_f = _f1(tp, fp, fn)
+        tok = sum(token_f1.values()) / len(token_f1) if token_f1 else 0.0
+        base = (span_f + tok) / 2
+        groups, worst, worst_name = self._group_scores(per_note, token_f1)
         worst_val = worst if worst is not None else 0.0
         per_category = {}
         for c, (ctp, cfp, cfn) in cat_counts.items():
@@ -363,7 +368,6 @@ class MedDecScorer:
             "groups": groups,
             "per_category": per_category,
         }
-
 
 def score(notes: Sequence[MedDecNote], predictions: Mapping[str, Iterable[SpanLike]]) -> dict:
     """Score ``{note_id: [(start, end, category)]}`` against gold ``notes`` (rules in the module doc).
