@@ -38,12 +38,13 @@ def run_cmd(
     lm: LmOption = None,
     allow_remote: AllowRemoteOption = False,
     no_cache: NoCacheOption = False,
-    max_tokens: int = typer.Option(1024, "--max-tokens"),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Completion token limit per call (default 1024)."),
     option: BuildOption = None,
 ) -> None:
     """Run one program on one input and print its typed output as JSON."""
     import dspy
 
+    from medprog.engines.base import DEFAULT_MAX_TOKENS
     from medprog.signatures.adapter import MedprogAdapter
 
     inputs = read_json_file(input)
@@ -51,7 +52,7 @@ def run_cmd(
         raise UsageError(f"{input}: expected one JSON object with the program's inputs")
     r = resolve_runnable(program, lm, option, doing="running", example_lm="local:art/tagger/model")
     engine = common.build_lm(r.spec, allow_remote=allow_remote, no_cache=no_cache)
-    with dspy.context(lm=engine.as_lm(max_tokens=max_tokens, temperature=0.0), adapter=MedprogAdapter()):
+    with dspy.context(lm=engine.as_lm(max_tokens=max_tokens or DEFAULT_MAX_TOKENS, temperature=0.0), adapter=MedprogAdapter()):
         prediction = r.module(**inputs)
     out = {k: jsonable(v) for k, v in dict(prediction).items()}
     out["_usage"] = engine.ledger.snapshot()

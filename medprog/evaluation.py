@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from medprog.engines.accounting import Usage
+from medprog.engines.base import DEFAULT_MAX_TOKENS
 from medprog.engines.runtime import GuardedEngine, install_usage_tee, usage_scope
 
 PREDICTIONS = "predictions.jsonl"
@@ -38,7 +39,7 @@ class EvalRunError(ValueError):
     """An evaluation that cannot start as asked (an existing run directory, a mismatched resume)."""
 
 
-DEFAULT_LM_KWARGS: dict[str, Any] = {"temperature": 0.0, "max_tokens": 1024}
+DEFAULT_LM_KWARGS: dict[str, Any] = {"temperature": 0.0, "max_tokens": DEFAULT_MAX_TOKENS}
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,13 +23,16 @@ from medprog.engines.constraints import Constraint, from_response_format
 
 Messages = list[dict[str, str]]
 
+DEFAULT_MAX_TOKENS = 1024
+"""Completion token limit per model call when neither the user nor the program sets one (the one place it lives)."""
+
 
 class Sampling(BaseModel):
     """Decoding settings. ``temperature == 0`` is greedy."""
 
     temperature: float = 0.0
     top_p: float = 1.0
-    max_tokens: int = 1024
+    max_tokens: int = DEFAULT_MAX_TOKENS
     seed: int | None = None
 
 
@@ -110,7 +113,7 @@ class Engine(ABC):
         cfg = request.config
         constraint = from_response_format(cfg.response_format)
         sampling = Sampling(temperature=cfg.temperature or 0.0, top_p=cfg.top_p or 1.0,
-                            max_tokens=cfg.max_tokens or Sampling().max_tokens, seed=cfg.seed)
+                            max_tokens=cfg.max_tokens or DEFAULT_MAX_TOKENS, seed=cfg.seed)
         (result,) = self.generate([messages], [constraint], sampling)
         if result.error is not None:
             raise EngineError(result.error)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from medprog.engines.base import DEFAULT_MAX_TOKENS
+
 Auto = Literal["light", "medium", "heavy"]
 
 
@@ -56,7 +58,8 @@ class MIPROConfig(BootstrapConfig):
         "Instruction / demo-set candidates per predictor.")})
     num_trials: int | None = field(default=None, metadata={"help": "Bayesian-optimisation trials."})
     prompt_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the prompt model."})
-    prompt_max_tokens: int = field(default=1024, metadata={"help": "Token limit of a proposed instruction."})
+    prompt_max_tokens: int = field(default=DEFAULT_MAX_TOKENS, metadata={
+        "help": "Token limit of a proposed instruction."})
     minibatch: bool | None = field(default=None, metadata={"help": (
         "Score candidates on minibatches (None: when the validation set exceeds minibatch_size).")})
     minibatch_size: int = field(default=35, metadata={"help": "Examples per minibatch."})
@@ -88,7 +91,7 @@ class GEPAConfig:
     max_full_evals: int | None = field(default=None, metadata={"help": "Full validation-set evaluations in all."})
     reflection_temperature: float = field(default=1.0, metadata={"help": (
         "Sampling temperature of the reflection model.")})
-    reflection_max_tokens: int = field(default=1024, metadata={"help": "Token limit of one reflection."})
+    reflection_max_tokens: int = field(default=DEFAULT_MAX_TOKENS, metadata={"help": "Token limit of one reflection."})
     reflection_minibatch_size: int = field(default=3, metadata={"help": "Examples reflected on per iteration."})
     instruction_max_chars: int = field(default=3000, metadata={"help": "Longest instruction a proposal may write."})
     candidate_selection_strategy: Literal["pareto", "current_best"] = field(default="pareto", metadata={"help": (

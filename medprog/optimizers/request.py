@@ -15,10 +15,8 @@ from typing import Any
 
 import dspy
 
+from medprog.engines.base import DEFAULT_MAX_TOKENS
 from medprog.programs.registry import ProgramInfo
-
-DEFAULT_MAX_TOKENS = 1024
-"""Completion token limit per model call when neither the user nor the program sets one."""
 
 
 class CompileError(ValueError):
