@@ -1,4 +1,5 @@
-"""Clinical notes with ICD-10-CM codes (``{id, note, targets: [codes]}`` jsonl), and a seeded
+"""Clinical notes with ICD-10-CM codes (``{id, note, targets: [codes]}`` as jsonl, parquet,
+CSV or a ``save_to_disk`` directory), and a seeded
 generator of synthetic notes written from ICD-10-CM titles, inclusion terms and common phrasings.
 
 The generator draws conditions from families of common outpatient diagnoses (one variant per
@@ -9,13 +10,14 @@ negated condition that must not be coded.
 
 from __future__ import annotations
 
-import json
 import random
+import re
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from medprog.data.medqa import write_jsonl_splits
+from medprog.data.rows import read_rows, resolve
 
 
 class IcdNotesFormatError(ValueError):
@@ -29,28 +31,23 @@ class CodedNote(BaseModel):
 
 
 def load_icd_notes(path: str | Path, split: str | None = None) -> list[CodedNote]:
-    """Notes from a jsonl file, or ``DIR/<split>.jsonl`` (default ``test``) for a directory."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / f"{split or 'test'}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such coded-notes jsonl (create one with `medprog data synth icd_notes`)")
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise IcdNotesFormatError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("note"), str):
-                raise IcdNotesFormatError(f"{path}:{n}: expected an object with a string 'note'")
-            targets = row.get("targets", row.get("codes", []))
-            if not isinstance(targets, list):
-                raise IcdNotesFormatError(f"{path}:{n}: 'targets' must be a list of codes")
-            out.append(CodedNote(id=str(row.get("id", n - 1)), note=row["note"], targets=[str(t) for t in targets]))
-    return out
+    """Notes from a jsonl, parquet or CSV file or a ``save_to_disk`` directory (see
+    `medprog.data.rows`), or from ``DIR/<split>.{jsonl,parquet,csv}`` (default ``test``)."""
+    path = resolve(path, split, "coded-notes data file (create one with `medprog data synth icd_notes`)")
+    return [parse_note(row.value, row.where, row.position) for row in read_rows(path, split, IcdNotesFormatError)]
+
+
+def parse_note(row: object, where: str, index: int) -> CodedNote:
+    """One coded note; ``targets`` (or ``codes``) is a list, or in a table one cell of codes
+    separated by ``;``, ``,`` or spaces."""
+    if not isinstance(row, dict) or not isinstance(row.get("note"), str):
+        raise IcdNotesFormatError(f"{where}: expected an object with a string 'note'")
+    targets = row.get("targets", row.get("codes", []))
+    if isinstance(targets, str):
+        targets = re.split(r"[;,\s]+", targets.strip()) if targets.strip() else []
+    if not isinstance(targets, list):
+        raise IcdNotesFormatError(f"{where}: 'targets' must be a list of codes")
+    return CodedNote(id=str(row.get("id", index)), note=row["note"], targets=[str(t) for t in targets])
 
 
 # ----------------------------------------------------------------------- synthetic

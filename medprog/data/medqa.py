@@ -1,4 +1,5 @@
-"""MedQA-style multiple-choice questions (jsonl), and a seeded synthetic generator.
+"""MedQA-style multiple-choice questions (jsonl, parquet, CSV or a ``save_to_disk`` directory),
+and a seeded synthetic generator.
 
 A row is ``{"question": str, "options": {letter: text}, "answer_idx": letter, ...}`` with 2 to 26
 options; options may also be a list (lettered A, B, ...) under ``options`` or ``choices``; the
@@ -7,6 +8,8 @@ the ``answer`` text or letter; the id (``id``, ``realidx``, ``qid``) is a string
 absent (the row number). Rows in the wild carry more (rationales, chain-of-thought,
 earlier models' answers, the answer text, metamap phrases): the loader keeps only the id,
 the question, the options and the gold letter, so nothing else can reach a prompt.
+Tables (CSV, parquet) may instead keep the options as columns named ``A``, ``B``, ... or
+``option_A``, ``option_B``, ...; an empty cell is no option, so 4- and 5-option rows share a file.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import string
 from pathlib import Path
 
 from pydantic import BaseModel
+
+from medprog.data.rows import read_rows, resolve
 
 
 class MedQAFormatError(ValueError):
@@ -75,6 +80,16 @@ def _gold(row: dict, opts: dict[str, str], where: str) -> str | None:
     return gold
 
 
+def _option_columns(row: dict) -> dict[str, object]:
+    """Options kept as columns (a CSV's ``A,B,C,D`` or ``option_A,...``); empty cells are no option."""
+    cols = {}
+    for letter in string.ascii_uppercase:
+        value = row.get(letter, row.get(f"option_{letter}"))
+        if value not in (None, ""):
+            cols[letter] = value
+    return cols
+
+
 def parse_row(row: object, where: str, index: int) -> MCQItem:
     """One question from a jsonl row; only id, question, options and gold are kept."""
     if not isinstance(row, dict):
@@ -82,9 +97,11 @@ def parse_row(row: object, where: str, index: int) -> MCQItem:
     question = row.get("question")
     if not isinstance(question, str) or not question.strip():
         raise MedQAFormatError(f"{where}: expected a non-empty string 'question'")
-    if "options" not in row and "choices" not in row:
-        raise MedQAFormatError(f"{where}: expected 'options' (or 'choices') with the answer options")
-    opts = _options(row["options"] if "options" in row else row["choices"], where)
+    columns = _option_columns(row)
+    if "options" not in row and "choices" not in row and not columns:
+        raise MedQAFormatError(f"{where}: expected 'options' (or 'choices', or columns A, B, ... / option_A, "
+                               "option_B, ...) with the answer options")
+    opts = _options(row["options"] if "options" in row else row.get("choices", columns), where)
     rid = next((row[k] for k in ID_KEYS if row.get(k) not in (None, "")), index)
     if not isinstance(rid, (str, int)) or isinstance(rid, bool):
         raise MedQAFormatError(f"{where}: expected the question id to be a string or an integer, got {rid!r}")
@@ -92,22 +109,10 @@ def parse_row(row: object, where: str, index: int) -> MCQItem:
 
 
 def load_medqa(path: str | Path, split: str | None = None) -> list[MCQItem]:
-    """Questions from a jsonl file, or from ``DIR/<split>.jsonl`` (default ``test``) for a directory."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / f"{split or 'test'}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such MedQA-style jsonl file (create one with `medprog data synth medqa`)")
-    items = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MedQAFormatError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            items.append(parse_row(row, f"{path}:{n}", n - 1))
+    """Questions from a jsonl, parquet or CSV file or a ``save_to_disk`` directory (see
+    `medprog.data.rows`), or from ``DIR/<split>.{jsonl,parquet,csv}`` (default ``test``)."""
+    path = resolve(path, split, "MedQA-style data file (create one with `medprog data synth medqa`)")
+    items = [parse_row(row.value, row.where, row.position) for row in read_rows(path, split, MedQAFormatError)]
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)

@@ -34,6 +34,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
+from medprog.data.rows import is_saved_dataset, read_rows
+
 
 class RegistryFormatError(ValueError):
     """A registry CSV or schema that cannot be used; the message names the file."""
@@ -94,9 +96,10 @@ REGISTRY_FILE = "registry.csv"
 
 
 def registry_path(path: str | Path) -> Path:
-    """``path`` itself, or ``path/registry.csv`` for a directory."""
+    """``path`` itself (a file or a ``save_to_disk`` directory of tasks), or ``path/registry.csv``
+    for another directory."""
     path = Path(path)
-    return path / REGISTRY_FILE if path.is_dir() else path
+    return path / REGISTRY_FILE if path.is_dir() and not is_saved_dataset(path) else path
 
 
 def load_registry(path: str | Path) -> Registry:
@@ -340,12 +343,11 @@ def write_tasks(tasks: list[ReasoningTask], path: str | Path) -> Path:
 
 
 def load_tasks(path: str | Path) -> list[ReasoningTask]:
-    path = Path(path)
+    """Tasks from a jsonl (`write_tasks`), parquet or CSV file, or a ``save_to_disk`` directory."""
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(ReasoningTask.model_validate_json(line))
-            except ValueError as e:
-                raise RegistryFormatError(f"{path}:{n}: not a reasoning task ({e})") from None
+    for row in read_rows(path, error=RegistryFormatError):
+        try:
+            out.append(ReasoningTask.model_validate(row.value))
+        except ValueError as e:
+            raise RegistryFormatError(f"{row.where}: not a reasoning task ({' '.join(str(e).split())})") from None
     return out

@@ -40,7 +40,8 @@ class CReason(dspy.Module):
 
 def load(path: str | Path, split: str | None = None) -> list[dspy.Example]:
     """A registry CSV or a directory holding ``registry.csv`` (tasks built with seed 0; ``split``
-    train/test by patient), or a tasks jsonl (`medprog.data.patient_registry.write_tasks`)."""
+    train/test by patient), or tasks (`medprog.data.patient_registry.write_tasks`) as jsonl, parquet or a
+    ``save_to_disk`` directory."""
     path = registry_path(path)
     if path.suffix == ".csv":
         registry = load_registry(path)
