@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medprog.data.rows import jsonl_rows
 from medprog.engines.accounting import Usage
 from medprog.engines.base import DEFAULT_MAX_TOKENS
 from medprog.engines.runtime import GuardedEngine, install_usage_tee, usage_scope
@@ -84,15 +85,9 @@ def read_predictions(path: Path, *, repair: bool = False) -> list[dict[str, Any]
             os.fsync(f.fileno())
     rows = []
     lines = data[:end].decode("utf-8").splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise EvalRunError(f"{path}:{n}: not valid JSON ({e.msg}); the file was edited or corrupted") from None
+    for where, _, row in jsonl_rows(lines, path, EvalRunError, "; the file was edited or corrupted"):
         if not isinstance(row, dict) or "id" not in row:
-            raise EvalRunError(f"{path}:{n}: not a prediction line (no \"id\")")
+            raise EvalRunError(f"{where}: not a prediction line (no \"id\")")
         rows.append(row)
     return rows
 

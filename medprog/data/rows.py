@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -66,14 +66,22 @@ def read_rows(path: str | Path, split: str | None = None, error: type[ValueError
 
 def _jsonl_rows(path: Path, error: type[ValueError]) -> Iterator[Row]:
     with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise error(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            yield Row(f"{path}:{n}", n - 1, value)
+        yield from jsonl_rows(f, path, error)
+
+
+def jsonl_rows(
+    lines: Iterable[str], path: str | Path, error: type[ValueError] = RowFormatError, hint: str = ""
+) -> Iterator[Row]:
+    """Parsed JSON Lines, blank lines skipped; invalid JSON raises ``error`` naming ``path:line``
+    (with ``hint`` appended, e.g. what may have caused it)."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{path}:{n}: not valid JSON ({e.msg}){hint}") from None
+        yield Row(f"{path}:{n}", n - 1, value)
 
 
 def _drop_nulls(value: Any) -> Any:
