@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field  # noqa: E402
 
 from medprog.engines.base import Engine  # noqa: E402
 from medprog.engines.spec import make_engine  # noqa: E402
+from medprog.engines.threads import set_torch_threads  # noqa: E402
 from medprog.engines.vllm_server import start_vllm_server  # noqa: E402
 from medprog.signatures.adapter import MedprogAdapter  # noqa: E402
 from medprog.signatures.base import Signature  # noqa: E402
@@ -136,7 +137,8 @@ def main() -> None:
     rows: list[Row] = []
     if "local" in args.backends:
         t0 = time.perf_counter()
-        engine = make_engine(f"local:{args.model}", cache_dir=False, threads=args.threads)
+        set_torch_threads(args.threads)
+        engine = make_engine(f"local:{args.model}", cache_dir=False)
         print(f"local engine loaded in {time.perf_counter() - t0:.0f} s", flush=True)
         rows += bench(engine, "local", args)
         engine.close()

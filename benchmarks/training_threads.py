@@ -5,7 +5,7 @@
 
 Trains the from-scratch tagger (`train_dft`, choice objective, batch 1) on the sentence windows of
 one annotated note for ``--budget`` seconds per setting, each in a fresh process, and prints the
-steps it ran, the thread count ``auto`` picked (`medprog.optimizers.weights.training_threads`:
+steps it ran, the thread count ``auto`` picked (`medprog.engines.threads.idle_cpus`:
 the CPUs idle when training starts) and the 1-minute load average. ``--busy N`` starts N
 CPU-bound neighbour processes for the whole measurement.
 """
@@ -33,13 +33,13 @@ def one_run(threads: str, budget: float) -> dict:
     import dspy
     import torch
 
+    from medprog.engines.threads import idle_cpus
     from medprog.optimizers.dft_config import DFTConfig
     from medprog.optimizers.dft_train import train_dft
-    from medprog.optimizers.weights import training_threads
     from medprog.programs.tagger import train_examples
     from medprog.signatures.tagging import TagDecisions
 
-    n = training_threads() if threads == "auto" else int(threads)
+    n = idle_cpus() if threads == "auto" else int(threads)
     torch.set_num_threads(n)
     examples = train_examples([dspy.Example(id="n1", note=NOTE, tagged=GOLD).with_inputs("note")],
                               {"window_chars": 60})

@@ -28,6 +28,11 @@ AllowRemoteOption = Annotated[
 ]
 NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the request cache.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", help="Let library logs through (they may echo examples).")]
+TorchThreadsOption = Annotated[
+    int | None,
+    typer.Option("--torch-threads", min=1, help=(
+        "Torch threads of a local: model (default: $MEDPROG_TORCH_THREADS, else the CPUs idle at start)."))
+]
 BuildOption = Annotated[
     list[str] | None,
     typer.Option("--option", "-o", help="Program build setting KEY=VALUE, e.g. -o mode=basic (repeatable)."),
@@ -104,6 +109,21 @@ def read_json_file(path: Path) -> Any:
                         raise UsageError(f"{path}:{n}: not valid JSON ({le.msg} at column {le.colno})") from None
             return rows
         raise UsageError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+
+
+def set_threads_for(specs: list[str | None], torch_threads: int | None) -> None:
+    """Set torch's thread count once, before a ``local:`` model loads (engines never set it themselves).
+
+    On a shared 2-core machine the local engine ran about 20x slower on 2 threads than on 1, so the
+    default is the CPUs idle now (`medprog.engines.threads.torch_threads`)."""
+    from medprog.engines.spec import parse_lm_spec
+    from medprog.engines.threads import set_torch_threads
+
+    if any(s and parse_lm_spec(s).kind == "local" for s in specs):
+        try:
+            set_torch_threads(torch_threads)
+        except ValueError as e:
+            raise UsageError(str(e) if torch_threads is None else f"--torch-threads: {e}") from None
 
 
 def build_lm(

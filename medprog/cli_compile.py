@@ -16,6 +16,7 @@ from rich.table import Table
 from medprog.cli_common import (
     AllowRemoteOption,
     NoCacheOption,
+    TorchThreadsOption,
     UsageError,
     VerboseOption,
     cli_errors,
@@ -25,6 +26,7 @@ from medprog.cli_common import (
     parse_option,
     print_json,
     quiet_library_logs,
+    set_threads_for,
 )
 
 COMPILE_KEYS = {
@@ -46,6 +48,7 @@ COMPILE_KEYS = {
     "no_cache",
     "max_tokens",
     "threads",
+    "torch_threads",
     "verbose",
     "options",
     "settings",
@@ -121,6 +124,7 @@ def compile_cmd(
     no_cache: NoCacheOption = None,  # type: ignore[assignment]
     max_tokens: int = typer.Option(None, "--max-tokens", help="Completion token limit per call (default 1024)."),
     threads: int = typer.Option(None, "--threads", help="Concurrent examples inside the optimizer."),
+    torch_threads: TorchThreadsOption = None,
     verbose: VerboseOption = None,  # type: ignore[assignment]
     json_out: bool = typer.Option(False, "--json", help="Print the compile report as JSON on stdout."),
 ) -> None:
@@ -135,7 +139,7 @@ def compile_cmd(
                                budget_calls=budget_calls, budget_tokens=budget_tokens, seed=seed, base=base,
                                members=list(members or []) + [Path(a) for a in args[1:]] or None,
                                allow_remote=allow_remote, no_cache=no_cache, max_tokens=max_tokens, threads=threads,
-                               verbose=verbose)
+                               torch_threads=torch_threads, verbose=verbose)
     if args[1:] and not members:
         raise UsageError(f"unexpected argument(s) {args[1:]}; only --members takes several values")
     merged, options = merge_settings(cli, config, option)
@@ -145,6 +149,7 @@ def compile_cmd(
     fn = get_optimizer(name)
     train_examples, train_split, dev_examples, dev_split = load_splits(info, merged)
     req = compile_request(info, merged, options, train_examples, dev_examples)
+    set_threads_for([req.lm, req.teacher], merged.get("torch_threads"))
     for who, spec in (("student", req.lm), ("teacher", req.teacher)):
         if spec:
             log(f"{who} text goes to {describe_destination(spec)}")

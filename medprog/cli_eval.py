@@ -16,6 +16,7 @@ from medprog.cli_common import (
     BuildOption,
     LmOption,
     NoCacheOption,
+    TorchThreadsOption,
     UsageError,
     VerboseOption,
     cli_errors,
@@ -39,6 +40,7 @@ def run_cmd(
     allow_remote: AllowRemoteOption = False,
     no_cache: NoCacheOption = False,
     max_tokens: int = typer.Option(None, "--max-tokens", help="Completion token limit per call (default 1024)."),
+    torch_threads: TorchThreadsOption = None,
     option: BuildOption = None,
 ) -> None:
     """Run one program on one input and print its typed output as JSON."""
@@ -51,6 +53,7 @@ def run_cmd(
     if not isinstance(inputs, dict):
         raise UsageError(f"{input}: expected one JSON object with the program's inputs")
     r = resolve_runnable(program, lm, option, doing="running", example_lm="local:art/tagger/model")
+    common.set_threads_for([r.spec], torch_threads)
     engine = common.build_lm(r.spec, allow_remote=allow_remote, no_cache=no_cache)
     with dspy.context(lm=engine.as_lm(max_tokens=max_tokens or DEFAULT_MAX_TOKENS, temperature=0.0), adapter=MedprogAdapter()):
         prediction = r.module(**inputs)
@@ -75,6 +78,7 @@ def eval_cmd(
     allow_remote: AllowRemoteOption = False,
     no_cache: NoCacheOption = False,
     max_tokens: int = typer.Option(None, "--max-tokens", help="Completion token limit per call."),
+    torch_threads: TorchThreadsOption = None,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     verbose: VerboseOption = False,
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
@@ -93,6 +97,7 @@ def eval_cmd(
         examples = examples[:limit]
     r.settings.update(lm=r.spec, data=str(data.resolve()), split=split, sent_to=describe_destination(r.spec))
     log(f"text goes to {describe_destination(r.spec)}")
+    common.set_threads_for([r.spec], torch_threads)
     engine = common.build_lm(r.spec, no_cache=no_cache, allow_remote=allow_remote, concurrency=concurrency)
     log(
         f"evaluating {r.info.name} on {len(examples)} examples"

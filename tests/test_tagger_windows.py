@@ -133,15 +133,15 @@ def test_training_fills_its_wall_clock_budget(tmp_path):
     """No step count is fixed from a probe: the run ends when its time is spent, with steps to spare."""
     import json
 
+    from medprog.engines.threads import set_torch_threads
     from medprog.optimizers.dft_config import DFTConfig
     from medprog.optimizers.dft_train import train_dft
-    from medprog.optimizers.weights import training_threads
     from medprog.signatures.tagging import TagDecisions
 
     examples = train_examples([_example()], {"window_chars": 60})
     cfg = DFTConfig(time_budget_s=15.0, batch_size=1, max_epochs=10_000, log_every=1)
     threads = torch.get_num_threads()
-    torch.set_num_threads(training_threads())
+    set_torch_threads()
     try:
         report = train_dft(TagDecisions, examples, tmp_path / "m", cfg, log=lambda _: None)
     finally:

@@ -93,12 +93,10 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def __init__(self, path: str | Path, *, json_backend: str = "llguidance", threads: int | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, path: str | Path, *, json_backend: str = "llguidance", **kwargs: Any) -> None:
+        """Load the model at ``path``; torch's thread count is the caller's (`medprog.engines.threads`)."""
         super().__init__(**kwargs)
         self.path = Path(path)
-        if threads:
-            torch.set_num_threads(threads)
         self.tokenizer, self.model = load_model_dir(self.path)
         if json_backend not in JSON_BACKENDS:
             raise ValueError(f"json_backend {json_backend!r}: expected one of {', '.join(JSON_BACKENDS)}")

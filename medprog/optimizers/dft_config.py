@@ -71,7 +71,7 @@ class DFTConfig:
     vocab_size: int = field(default=2048, metadata={"help": "From scratch: size of the BPE vocabulary."})
     threads: int | None = field(default=None, metadata={"help": (
         "Torch threads for training; None: the cores idle when training starts "
-        "(`medprog.optimizers.weights.training_threads`).")})
+        "(`medprog.engines.threads.torch_threads`).")})
     log_every: int = field(default=10, metadata={"help": "Log the loss every N steps."})
 
     def __post_init__(self) -> None:

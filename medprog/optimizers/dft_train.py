@@ -13,7 +13,7 @@ The budget holds whatever the load: no step count is fixed from a probe. The lea
 follows `time_cosine` over whichever is further along, the wall-clock budget or an explicit
 ``max_steps``, and training stops when the budget is spent, so a busy machine runs fewer steps of
 the same schedule instead of stopping half way through a schedule sized for a quiet one.
-Thread counts are the caller's (`medprog.optimizers.weights.training_threads`).
+Thread counts are the caller's (`medprog.engines.threads.torch_threads`).
 """
 
 from __future__ import annotations

@@ -4,12 +4,11 @@ resolve the base (`resolve_base`) → pick the predictor (`prepare_target`) → 
 (`lora_config`, the one place) → train (the optimizer's own step) → merge and save (`save_model`)
 → evaluate on dev (`evaluate_weights`) → write the artifact. `run_weights` runs the sequence
 around an optimizer's training function, with the torch thread count chosen by
-`training_threads` unless the config names one.
+`medprog.engines.threads.torch_threads` (the idle CPUs) unless the config names one.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 import dspy
 
+from medprog.engines.threads import set_torch_threads
 from medprog.optimizers.request import CompileError, CompileRequest
 
 
@@ -108,38 +108,6 @@ def save_model(model: Any, tokenizer: Any, out_dir: Path) -> None:
     wait_for_everyone()
 
 
-def _busy_cpus(sample_s: float) -> float:
-    """CPUs kept busy by any process over ``sample_s`` seconds (from /proc/stat)."""
-
-    def read() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        return sum(values), values[3] + values[4]  # total, idle + iowait
-
-    total0, idle0 = read()
-    time.sleep(sample_s)
-    total1, idle1 = read()
-    if total1 <= total0:
-        return 0.0
-    return (1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
-
-
-def training_threads(sample_s: float = 0.5) -> int:
-    """Torch threads for training: the CPUs this process may use less those busy when training starts.
-
-    Why not every core: torch's intra-op threads meet at every operation, so one busy core holds all
-    of them back. With a CPU-bound neighbour on one of two cores, two threads trained the tagger at
-    1.6 steps/s against 6.5 quiet (four-fold); one thread beside the neighbour slows in proportion to
-    the cores it lost.
-    """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        busy = _busy_cpus(sample_s)
-    except (OSError, ValueError, IndexError):
-        return cpus
-    return max(1, min(cpus, round(cpus - busy)))
-
-
 @dataclass
 class WeightsTarget:
     """The program a weight optimizer trains, its one predictor, and where the artifact goes."""
@@ -192,11 +160,8 @@ def evaluate_weights(target: WeightsTarget, model_dir: str | Path) -> dict[str, 
 
 
 def set_training_threads(threads: int | None, log: Callable[[str], None] = print) -> int:
-    """Set torch's thread count for training (``threads``, or `training_threads`) and return it."""
-    import torch
-
-    n = threads or training_threads()
-    torch.set_num_threads(n)
+    """Set torch's thread count for training (``threads``, or `medprog.engines.threads.torch_threads`)."""
+    n = set_torch_threads(threads)
     log(f"training with {n} torch thread(s)")
     return n
 
