@@ -103,23 +103,39 @@ def build_models(root: Path) -> dict[str, Path]:
     return out
 
 
+_BACKENDS: dict = {}  # (engine id, name) -> grammar backend, built once like the engine's own
+
+
+def grammar_backend(engine, name: str):
+    """The engine's grammar backend called ``name`` (its tokenizer views are built once per engine)."""
+    from medprog.engines.backends import get_backend
+
+    key = (id(engine), name)
+    if key not in _BACKENDS:
+        _BACKENDS[key] = get_backend(name, engine.model, engine.tokenizer)
+    return _BACKENDS[key]
+
+
 def make_processor(engine, c, backend: str, batch: int, prompt_len: int):
     """The logits processor the local engine uses for ``c`` with ``backend`` (tagging: or a regex grammar)."""
     from medprog.engines.constraints import TaggedConstraint, tagged_regex
     from medprog.engines.grammar_processor import GrammarLogitsProcessor
 
     if not isinstance(c, TaggedConstraint) or backend == "medprog":
-        engine.json_backend = backend if backend != "medprog" else engine.json_backend
+        if backend != "medprog":
+            engine.grammar = grammar_backend(engine, backend)
         (proc,) = engine.logits_processors([c] * batch, prompt_len)
         return proc
     if backend == "llguidance":
         import llguidance
 
         grammar = llguidance.grammar_from("regex", tagged_regex(c))
-        return GrammarLogitsProcessor(engine.llguidance_tokenizer(), [grammar] * batch, prompt_len)
+        return GrammarLogitsProcessor(grammar_backend(engine, "llguidance").ll_tokenizer(), [grammar] * batch,
+                                      prompt_len)
     from outlines.backends import get_regex_logits_processor
 
-    return get_regex_logits_processor(backend, engine.outlines_model(), tagged_regex(c))
+    return get_regex_logits_processor(backend, grammar_backend(engine, "outlines_core").outlines_model(),
+                                      tagged_regex(c))
 
 
 def walk_ms(proc, vocab: int, prompt_len: int, steps: int) -> float:

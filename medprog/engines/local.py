@@ -1,15 +1,15 @@
 """`local:PATH` — a transformers causal LM in-process, constrained while decoding.
 
-JSON and choice constraints use llguidance matchers (`GrammarLogitsProcessor`: whitespace-free,
-strict JSON, closed objects; ``json_backend`` can pick outlines' outlines_core or xgrammar
-processors instead); `TaggedText` uses medprog's own `TaggingLogitsProcessor`. Prompts are rendered
+JSON and choice constraints go through the grammar backend named by ``json_backend``
+(`medprog.engines.backends`: llguidance matchers by default — whitespace-free, strict JSON, closed
+objects — or outlines' outlines_core / xgrammar processors); `TaggedText` uses medprog's own
+`TaggingLogitsProcessor`. Prompts are rendered
 with the tokenizer's chat template when it has one (`render_prompt`, shared with training).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from pathlib import Path
@@ -17,17 +17,14 @@ from typing import Any
 
 import torch
 
+from medprog.engines.backends import get_backend
 from medprog.engines.base import Completion, Engine, Messages, Sampling
 from medprog.engines.constraints import (
-    ChoiceConstraint,
     Constraint,
     ConstraintViolation,
-    JsonConstraint,
     TaggedConstraint,
     check_text,
-    json_whitespace_free,
 )
-from medprog.engines.grammar_processor import GrammarLogitsProcessor, choice_grammar, json_grammar, ll_tokenizer
 from medprog.engines.tagging_processor import TagAutomaton, TaggingLogitsProcessor, automaton_for
 
 
@@ -70,24 +67,6 @@ def load_model_dir(path: str | Path, dtype: torch.dtype | None = None):
     return tokenizer, model
 
 
-def _xgrammar_json_processor(backend, schema: str):
-    """outlines' xgrammar processor for a JSON schema compiled with no free whitespace.
-
-    xgrammar builds in ~0.3 s where outlines_core took ~29 s for a nested, bounded schema and
-    decodes at ~0.98x unconstrained speed (benchmarks/constraints.py); outlines' own wrapper
-    cannot turn whitespace off, so the grammar is compiled here and handed to its processor.
-    Not the default: its strings admit raw control characters, which strict JSON rejects (the
-    property tests caught it); llguidance is the default (`GrammarLogitsProcessor`).
-    """
-    from outlines.backends.xgrammar import XGrammarLogitsProcessor
-
-    grammar = backend.grammar_compiler.compile_json_schema(schema, any_whitespace=False, separators=(",", ":"))
-    return XGrammarLogitsProcessor(grammar, backend.tensor_library_name)
-
-
-JSON_BACKENDS = ("llguidance", "xgrammar", "outlines_core")
-
-
 class LocalEngine(Engine):
     """Batched, constrained generation with a transformers model."""
 
@@ -98,13 +77,8 @@ class LocalEngine(Engine):
         super().__init__(**kwargs)
         self.path = Path(path)
         self.tokenizer, self.model = load_model_dir(self.path)
-        if json_backend not in JSON_BACKENDS:
-            raise ValueError(f"json_backend {json_backend!r}: expected one of {', '.join(JSON_BACKENDS)}")
         self.json_backend = json_backend
-        self._outlines_model = None
-        self._ll_tokenizer = None
-        self._xgrammar_backend: Any = None
-        self._processors: dict[str, Any] = {}
+        self.grammar = get_backend(json_backend, self.model, self.tokenizer)
         self._queue: list[dict[str, Any]] = []
         self._cv = threading.Condition()
         self._busy = False
@@ -116,57 +90,12 @@ class LocalEngine(Engine):
         return {"engine": "local", "path": str(self.path.resolve()), "weights": stamp}
 
     # constraint → logits processor ------------------------------------------------------
-    def outlines_model(self):
-        """outlines' wrapper of this model (for its outlines_core and xgrammar processors)."""
-        if self._outlines_model is None:
-            import outlines
-
-            self._outlines_model = outlines.from_transformers(self.model, self.tokenizer)
-        return self._outlines_model
-
-    def _llguidance_processor(self, constraints: list[Constraint], prompt_length: int) -> GrammarLogitsProcessor:
-        """One llguidance matcher per row."""
-        grammars = [json_grammar(json_whitespace_free(c.json_schema)) if isinstance(c, JsonConstraint)
-                    else choice_grammar(tuple(c.choices)) for c in constraints]  # type: ignore[union-attr]
-        return GrammarLogitsProcessor(self.llguidance_tokenizer(), grammars, prompt_length)
-
-    def _grammar_processor(self, c: JsonConstraint | ChoiceConstraint):
-        """outlines' processor for ``json_backend`` outlines_core or xgrammar (choices: outlines_core)."""
-        from outlines.backends import get_json_schema_logits_processor, get_regex_logits_processor
-
-        key = c.model_dump_json()
-        if key not in self._processors:
-            if isinstance(c, JsonConstraint) and self.json_backend == "xgrammar":
-                if self._xgrammar_backend is None:  # its tokenizer info is built once per engine
-                    from outlines.backends.xgrammar import XGrammarBackend
-
-                    self._xgrammar_backend = XGrammarBackend(self.outlines_model())
-                proc = _xgrammar_json_processor(self._xgrammar_backend, json_whitespace_free(c.json_schema))
-            elif isinstance(c, JsonConstraint):
-                proc = get_json_schema_logits_processor(self.json_backend, self.outlines_model(),
-                                                        json_whitespace_free(c.json_schema), whitespace_pattern="")
-            else:
-                proc = get_regex_logits_processor("outlines_core", self.outlines_model(),
-                                                  "|".join(re.escape(x) for x in c.choices))
-            self._processors[key] = proc
-        proc = self._processors[key]
-        proc.reset()
-        return proc
-
     def logits_processors(self, constraints: list[Constraint | None], prompt_length: int) -> list[Any]:
         """What enforces one batch group's constraints: all tagged, one shared grammar, or none."""
         c0 = constraints[0]
         if isinstance(c0, TaggedConstraint):
             return [TaggingLogitsProcessor([self.tag_automaton(c) for c in constraints], prompt_length)]  # type: ignore[arg-type]
-        if c0 is not None and self.json_backend == "llguidance":
-            return [self._llguidance_processor(constraints, prompt_length)]  # type: ignore[arg-type]
-        return [self._grammar_processor(c0)] if c0 is not None else []
-
-    def llguidance_tokenizer(self) -> Any:
-        """llguidance's view of this tokenizer, built once per engine (~0.5 s at 49k, ~1.3 s at 129k)."""
-        if self._ll_tokenizer is None:
-            self._ll_tokenizer = ll_tokenizer(self.tokenizer, self.model.config.vocab_size)
-        return self._ll_tokenizer
+        return [self.grammar.processor(constraints, prompt_length)] if c0 is not None else []  # type: ignore[arg-type]
 
     def tag_automaton(self, c: TaggedConstraint) -> TagAutomaton:
         return automaton_for(c.text, c.tags, self.tokenizer, end_of_turn_id(self.tokenizer), c.limits)
