@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from medprog.data.rows import jsonl_rows
-from medprog.engines.accounting import Usage
+from medprog.engines.accounting import Usage, usage_scope
 from medprog.engines.base import DEFAULT_MAX_TOKENS
-from medprog.engines.runtime import GuardedEngine, install_usage_tee, usage_scope
+from medprog.engines.runtime import GuardedEngine
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
@@ -354,7 +354,6 @@ def evaluate(info: Any, module: Any, examples: list[Any], engine: Any, out_dir: 
     if out is not None:
         appender, done = _open_run(out, settings, resume, retry_errors)
 
-    install_usage_tee(engine)
     lm = GuardedEngine(engine, before_call=before_call).as_lm(**{**DEFAULT_LM_KWARGS, **(lm_kwargs or {})})
     todo = [(ex, i) for ex, i in zip(examples, ids) if i not in done]
     wanted = set(ids)

@@ -75,3 +75,25 @@ def step(name: str) -> Iterator[None]:
         yield
     finally:
         _STEP.reset(token)
+
+
+_SCOPE: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar("medprog_usage_scope", default=None)
+
+
+@contextlib.contextmanager
+def usage_scope() -> Iterator[Ledger]:
+    """Collect the usage of every engine call made in this context (each example of an eval)."""
+    ledger = Ledger()
+    token = _SCOPE.set(ledger)
+    try:
+        yield ledger
+    finally:
+        _SCOPE.reset(token)
+
+
+def record_usage(ledger: Ledger, usage: Usage) -> None:
+    """Record one engine call's usage in the engine's ledger and in the current `usage_scope`, if any."""
+    ledger.record(usage)
+    scope = _SCOPE.get()
+    if scope is not None and scope is not ledger:
+        scope.record(usage)

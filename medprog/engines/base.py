@@ -17,7 +17,7 @@ from dspy.lm15 import Message, Request, Response, TextPart
 from dspy.lm15 import Usage as LMUsage
 from pydantic import BaseModel
 
-from medprog.engines.accounting import Ledger, Usage
+from medprog.engines.accounting import Ledger, Usage, record_usage
 from medprog.engines.cache import RequestCache, request_key
 from medprog.engines.constraints import Constraint, from_response_format
 
@@ -93,12 +93,12 @@ class Engine(ABC):
                 out[i] = r
                 if r.error is None and sampling.temperature == 0:
                     self.cache.put(keys[i], r.model_dump(exclude={"cached"}))
-            self.ledger.record(Usage(calls=len(idx), prompt_tokens=sum(r.prompt_tokens for r in results),
+            record_usage(self.ledger, Usage(calls=len(idx), prompt_tokens=sum(r.prompt_tokens for r in results),
                                      completion_tokens=sum(r.completion_tokens for r in results),
                                      errors=sum(r.error is not None for r in results), wall_s=wall))
         hits = [c for c in out if c is not None and c.cached]
         if hits:
-            self.ledger.record(Usage(calls=len(hits), cache_hits=len(hits),
+            record_usage(self.ledger, Usage(calls=len(hits), cache_hits=len(hits),
                                      prompt_tokens=sum(c.prompt_tokens for c in hits),
                                      completion_tokens=sum(c.completion_tokens for c in hits)))
         return out  # type: ignore[return-value]

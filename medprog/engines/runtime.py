@@ -2,55 +2,17 @@
 
 `GuardedEngine` wraps an engine as a dspy engine: one call at a time where the engine is not
 thread-safe (one lock per engine, shared by every wrapper in front of it) and an optional
-``before_call`` hook (budgets). `usage_scope` collects the usage of the engine calls made in a
-context, for engines whose ledger is teed by `install_usage_tee`.
+``before_call`` hook (budgets). Per-example usage comes from `accounting.usage_scope`, which
+every engine records into itself: nothing here patches the caller's engine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-from medprog.engines.accounting import Ledger, Usage
-
-_SINK: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar("medprog_usage_sink", default=None)
-
-
-class UsageTee:
-    """An engine ledger that also records into the ledger of the current scope (`usage_scope`)."""
-
-    def __init__(self, inner: Ledger) -> None:
-        self.inner = inner
-
-    def record(self, usage: Usage, step_name: str | None = None) -> None:
-        self.inner.record(usage, step_name)
-        sink = _SINK.get()
-        if sink is not None:
-            sink.record(usage, step_name)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-def install_usage_tee(engine: Any) -> None:
-    """Let `usage_scope` see this engine's calls: its ledger is wrapped in a `UsageTee` (idempotent)."""
-    if not isinstance(engine.ledger, UsageTee):
-        engine.ledger = UsageTee(engine.ledger)
-
-
-@contextlib.contextmanager
-def usage_scope() -> Iterator[Ledger]:
-    """Collect the usage of every engine call made in this context (engines need `install_usage_tee`)."""
-    ledger = Ledger()
-    token = _SINK.set(ledger)
-    try:
-        yield ledger
-    finally:
-        _SINK.reset(token)
 
 
 def engine_thread_safe(engine: Any) -> bool:

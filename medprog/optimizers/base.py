@@ -115,7 +115,7 @@ def step_naming_adapter(module: Any) -> Any:
 @contextlib.contextmanager
 def open_session(req: CompileRequest, student: Any | None = None) -> Iterator[Session]:
     """Engines, LMs, budget and tracker, with medprog's adapter active for the whole compile."""
-    from medprog.engines.runtime import GuardedEngine, engine_thread_safe, install_usage_tee
+    from medprog.engines.runtime import GuardedEngine, engine_thread_safe
     from medprog.signatures.adapter import MedprogAdapter
 
     if not req.lm and req.engine is None:
@@ -132,7 +132,6 @@ def open_session(req: CompileRequest, student: Any | None = None) -> Iterator[Se
         owned.append(teacher_engine)
     for e in (engine, teacher_engine):
         if e is not None:
-            install_usage_tee(e)
             budget.attach(e)
     lm_kwargs = {"temperature": 0.0, "max_tokens": req.run.max_tokens}
     lm = GuardedEngine(engine, before_call=budget.reserve_call).as_lm(**lm_kwargs)
