@@ -38,6 +38,7 @@ import dspy  # noqa: E402
 from medprog.data.medqa import MCQItem, load_medqa  # noqa: E402
 from medprog.engines.base import Completion, Engine, Messages, Sampling  # noqa: E402
 from medprog.engines.constraints import JsonConstraint  # noqa: E402
+from medprog.engines.threads import set_torch_threads  # noqa: E402
 from medprog.engines.spec import make_engine  # noqa: E402
 from medprog.metrics.content import degenerate_strings  # noqa: E402
 from medprog.programs.registry import get_program  # noqa: E402
@@ -184,8 +185,9 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
     if not args.table:
         items = load_medqa(args.data)[: args.n]
-        opts = {"threads": args.threads} if args.threads and args.lm.startswith("local:") else {}
-        engine = Recording(make_engine(args.lm, cache_dir=False, **opts))
+        if args.lm.startswith("local:"):
+            set_torch_threads(args.threads)  # the caller sets threads; engines never do
+        engine = Recording(make_engine(args.lm, cache_dir=False))
         args.out.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + args.budget_s
         for arm in arms:
