@@ -38,8 +38,8 @@ import dspy  # noqa: E402
 from medprog.data.medqa import MCQItem, load_medqa  # noqa: E402
 from medprog.engines.base import Completion, Engine, Messages, Sampling  # noqa: E402
 from medprog.engines.constraints import JsonConstraint  # noqa: E402
-from medprog.engines.threads import set_torch_threads  # noqa: E402
 from medprog.engines.spec import make_engine  # noqa: E402
+from medprog.engines.threads import set_torch_threads  # noqa: E402
 from medprog.metrics.content import degenerate_strings  # noqa: E402
 from medprog.programs.registry import get_program  # noqa: E402
 from medprog.signatures.adapter import MedprogAdapter  # noqa: E402
