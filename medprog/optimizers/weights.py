@@ -159,13 +159,6 @@ def evaluate_weights(target: WeightsTarget, model_dir: str | Path) -> dict[str, 
     return {"metrics": result.metrics, "n": len(dev), "usage": result.summary["usage"]}
 
 
-def set_training_threads(threads: int | None, log: Callable[[str], None] = print) -> int:
-    """Set torch's thread count for training (``threads``, or `medprog.engines.threads.torch_threads`)."""
-    n = set_torch_threads(threads)
-    log(f"training with {n} torch thread(s)")
-    return n
-
-
 def run_weights(req: CompileRequest, optimizer: str, predictor: str | None, threads: int | None,
                 train: Callable[[WeightsTarget], dict[str, Any]]) -> Path:
     """The pipeline around ``train(target) -> report``: it must leave merged weights in ``target.weights``;
@@ -174,7 +167,7 @@ def run_weights(req: CompileRequest, optimizer: str, predictor: str | None, thre
 
     target = prepare_target(req, predictor)
     t0 = time.perf_counter()
-    n_threads = set_training_threads(threads)
+    n_threads = set_torch_threads(threads, log=print)
     report: dict[str, Any] = {"optimizer": optimizer, **train(target), "threads": n_threads}
     if distributed_rank() != 0:  # the first process evaluates and writes the artifact
         return Path(req.out)
