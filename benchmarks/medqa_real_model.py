@@ -14,7 +14,9 @@ question: `medprog.metrics.content`).
 
 Arms: ``direct`` (mcq, one constrained letter), ``cot`` (mcq -o cot=true), ``basic``,
 ``intermediate``, ``advanced``, ``adaptive`` (mdagents -o mode=...). Greedy decoding, no
-request cache, one question at a time (an agent program's own parallel calls are batched).
+request cache. ``--concurrency K`` answers K questions at once (a local engine gathers their
+concurrent calls into one batch, as it does an agent program's own parallel calls); wall s/q is
+then each question's own latency, and the run's throughput is printed at the end.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -55,19 +60,30 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 class Recording(Engine):
-    """Passes every call to ``inner`` and keeps the JSON outputs, to check their content."""
+    """Passes every call to ``inner`` and keeps the JSON outputs, to check their content.
+
+    Outputs are kept per question: `record` opens a list in the calling context, which the calls
+    made from it, and from the threads the program starts in a copy of it (`pmap`), append to.
+    """
 
     name = "recording"
 
     def __init__(self, inner: Engine) -> None:
         super().__init__()
         self.inner = inner
-        self.outputs: list[tuple[dict[str, Any], str]] = []
+        self._sink: ContextVar[list[tuple[dict[str, Any], str]] | None] = ContextVar("sink", default=None)
+
+    def record(self) -> list[tuple[dict[str, Any], str]]:
+        sink: list[tuple[dict[str, Any], str]] = []
+        self._sink.set(sink)
+        return sink
 
     def _generate(self, prompts: list[Messages], constraints: list[Any], sampling: Sampling) -> list[Completion]:
         out = self.inner.generate(prompts, constraints, sampling)
-        self.outputs += [(c.json_schema, r.text) for c, r in zip(constraints, out)
-                         if isinstance(c, JsonConstraint) and r.error is None]
+        sink = self._sink.get()
+        if sink is not None:
+            sink += [(c.json_schema, r.text) for c, r in zip(constraints, out)
+                     if isinstance(c, JsonConstraint) and r.error is None]
         return out
 
 
@@ -81,7 +97,7 @@ def content_check(outputs: list[tuple[dict[str, Any], str]], item: MCQItem) -> d
 
 
 def run_one(module: dspy.Module, engine: Recording, item: MCQItem) -> dict[str, Any]:
-    engine.outputs = []
+    outputs = engine.record()
     t0 = time.perf_counter()
     row: dict[str, Any] = {"id": item.id, "gold": item.answer, "n_options": len(item.options)}
     try:
@@ -91,7 +107,7 @@ def run_one(module: dspy.Module, engine: Recording, item: MCQItem) -> dict[str, 
     except Exception as e:  # a failed question is recorded (and counted wrong), never fatal
         row.update(answer=None, error=f"{type(e).__name__}: {e}"[:300], usage={})
     row.update(correct=row["answer"] == item.answer, wall_s=round(time.perf_counter() - t0, 3),
-               **content_check(engine.outputs, item))
+               **content_check(outputs, item))
     return row
 
 
@@ -102,25 +118,36 @@ def done_ids(path: Path) -> set[str]:
 
 
 def run_arm(arm: str, items: list[MCQItem], engine: Recording, out: Path, deadline: float,
-            max_tokens: int) -> int:
+            max_tokens: int, concurrency: int = 1) -> int:
+    """Answer the questions of ``items`` not yet in ``OUT/ARM.jsonl``, appending each row as it is done."""
     name, settings = ARMS[arm]
     info = get_program(name)
     module = info.build(**{**info.defaults, **settings})
     path = out / f"{arm}.jsonl"
     seen = done_ids(path)
     todo = [i for i in items if i.id not in seen]
-    ran = 0
-    with dspy.context(lm=engine.as_lm(temperature=0.0, max_tokens=max_tokens), adapter=MedprogAdapter()), \
-            path.open("a", encoding="utf-8") as f:
-        for item in todo:
-            if time.monotonic() > deadline:
-                break
+    lock, ran = threading.Lock(), 0
+    lm = engine.as_lm(temperature=0.0, max_tokens=max_tokens)
+    t0 = time.perf_counter()
+
+    def answer(item: MCQItem) -> None:
+        nonlocal ran
+        if time.monotonic() > deadline:
+            return
+        with dspy.context(lm=lm, adapter=MedprogAdapter()):
             row = run_one(module, engine, item)
+        with lock:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             ran += 1
             print(f"{arm} {len(seen) + ran}/{len(items)} id={item.id} answer={row['answer']} gold={row['gold']} "
                   f"{row['wall_s']:.1f}s degenerate {row['degenerate']}/{row['content_fields']}", file=sys.stderr)
+
+    with path.open("a", encoding="utf-8") as f, ThreadPoolExecutor(max(1, concurrency)) as pool:
+        list(pool.map(answer, todo))
+    if ran:
+        print(f"{arm}: {ran} questions in {time.perf_counter() - t0:.0f} s at concurrency {concurrency} "
+              f"({(time.perf_counter() - t0) / ran:.1f} s per question)", file=sys.stderr)
     return ran
 
 
@@ -177,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-s", type=float, default=900.0, help="stop starting questions after this long")
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (local engines)")
+    ap.add_argument("--concurrency", type=int, default=1, help="questions answered at once")
     ap.add_argument("--table", action="store_true", help="only print the table of what is on disk")
     args = ap.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -191,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + args.budget_s
         for arm in arms:
-            run_arm(arm, items, engine, args.out, deadline, args.max_tokens)
+            run_arm(arm, items, engine, args.out, deadline, args.max_tokens, args.concurrency)
         engine.inner.close()
     print(f"{args.lm} on {args.data} (first {args.n} questions), {args.out}")
     print(table(args.out, arms))
