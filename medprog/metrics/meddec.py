@@ -308,6 +308,14 @@ class MedDecScorer:
                 token_f1[n.id] = note_token_f1(self._gold_labels[n.id], pred_labels)
         return per_note, cat_counts, token_f1
 
+    def note_counts(self, predictions: Mapping[str, Iterable[SpanLike]]) -> list[tuple[int, int, int, float]]:
+        """Per gold note, in order: span (tp, fp, fn) and token F1 (0 for a note without text).
+
+        What a note-level resampling (`medprog.metrics.meddec_bootstrap`) needs to recompute the
+        corpus span F1 and mean token F1 of any multiset of notes."""
+        per_note, _, token_f1 = self._count(predictions)
+        return [(*per_note[n.id], token_f1.get(n.id, 0.0)) for n in self.notes]
+
     def _group_scores(self, per_note: dict, token_f1: dict[str, float]) -> tuple[dict, float | None, str | None]:
         """Scores per demographic subgroup, and the worst subgroup's base score and name."""
         groups: dict[str, dict[str, dict]] = {}
