@@ -17,7 +17,9 @@ in one "Record" section, and an ``id``-like first column is the id.
   the Gaussian-mixture component the value belongs to; categorical distractors are the most
   frequent other categories;
 - outcome question (e.g. in-hospital death, yes/no) for a share of the rows;
-- the record is serialised in sections; the outcome is never part of the record.
+- the record is serialised in sections; the outcome is never part of the record;
+- a task with fewer than two options, or whose record, question and options repeat an earlier
+  task's, is skipped (a question must have a choice and one gold answer per prompt).
 """
 
 from __future__ import annotations
@@ -288,6 +290,7 @@ def build_tasks(registry: Registry, *, n: int | None = None, seed: int = 0, mi_t
         return categorical_options(registry.column(var.name), value)
 
     tasks: list[ReasoningTask] = []
+    seen: set[tuple[str, str, frozenset[str]]] = set()
     hidden_always = {registry.outcome} if registry.outcome else set()
     for i in (rows if rows is not None else range(len(registry.rows))):
         if n is not None and len(tasks) >= n:
@@ -308,14 +311,32 @@ def build_tasks(registry: Registry, *, n: int | None = None, seed: int = 0, mi_t
         if value is None:  # never: rows without this value were skipped above
             continue
         opts = options_for(var, value)
-        truth = opts[0]
-        rng.shuffle(opts)
-        letters = dict(zip(string.ascii_uppercase, opts))
-        tasks.append(ReasoningTask(
-            id=f"{row['_id']}:{var.name}", record=serialize_record(registry, row, {var.name, *drop, *hidden_always}),
-            question=question, options=letters, answer=next(k for k, t in letters.items() if t == truth),
-            variable=var.name, kind=kind, dropped=drop))
+        record = serialize_record(registry, row, {var.name, *drop, *hidden_always})
+        if _answerable(opts, record, question, seen):
+            tasks.append(_lettered(rng, ReasoningTask(id=f"{row['_id']}:{var.name}", record=record, question=question,
+                                                      options={}, answer="", variable=var.name, kind=kind,
+                                                      dropped=drop), opts))
     return tasks
+
+
+def _lettered(rng: random.Random, task: ReasoningTask, options: list[str]) -> ReasoningTask:
+    """``task`` with ``options`` (the true value first) shuffled under letters A, B, ... and its gold letter."""
+    truth = options[0]
+    rng.shuffle(options)
+    letters = dict(zip(string.ascii_uppercase, options))
+    return task.model_copy(update={"options": letters, "answer": next(k for k, t in letters.items() if t == truth)})
+
+
+def _answerable(options: list[str], record: str, question: str, seen: set[tuple[str, str, frozenset[str]]]) -> bool:
+    """False for a task with fewer than two options (nothing to choose), or one whose record,
+    question and option set repeat an earlier task's (two patients whose visible data coincide,
+    e.g. in a tiny registry where the MI filter hides most variables: identical prompts, possibly
+    different gold letters); ``seen`` collects the tasks kept."""
+    key = (record, question, frozenset(options))
+    if len(set(options)) < 2 or key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
 SPLIT_BUCKETS: dict[str, range] = {"train": range(0, 7), "dev": range(7, 8), "val": range(7, 8), "test": range(8, 10)}

@@ -10,8 +10,10 @@ A ``TaggedText`` output is sampled *under its constraint*, as it is decoded at i
 of the note, and the loss covers only the tokens the constraint left to the model (the
 tag decisions; forced copy tokens are masked out like tool output). With ``constrained``
 off, rollouts are free and a fidelity reward (1 for a faithful, well-formed copy) joins
-the metric rewards. LoRA adapters (or full weights) on the artifact's weights; the merged
-model is saved as a new artifact.
+the metric rewards. A lone choice output (a multiple-choice letter) is likewise sampled under
+its choice constraint narrowed to the example's own options (`choice_rollouts`): one letter and
+the end-of-turn token per rollout, the prompt exactly the inference prompt. LoRA adapters (or
+full weights) on the artifact's weights; the merged model is saved as a new artifact.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from typing import Any
 import dspy
 
 from medprog.engines.constraints import ConstraintViolation, check_text, constraint_for, output_mode, parse_output
+from medprog.optimizers.choice_rollouts import choice_rollouts
 from medprog.optimizers.config import parse_options
 from medprog.optimizers.grpo_config import GRPOConfig
 from medprog.optimizers.request import CompileError, CompileRequest
-from medprog.optimizers.training_data import prompt_messages
+from medprog.optimizers.training_data import call_signature, prompt_messages
 from medprog.optimizers.weights import WeightsTarget, lora_config, resolve_base, run_weights, save_model
 
 
@@ -45,9 +48,10 @@ def reward_functions(info: Any, signature: Any, examples: dict[str, dspy.Example
     """Reward callables in TRL's ``fn(prompts, completions, **columns) -> list[float]`` form."""
 
     def parsed(text: str, ex: dspy.Example) -> dict[str, Any] | None:
+        sig = call_signature(signature, ex)
         try:
-            check_text(constraint_for(signature, ex.inputs().toDict()), text)
-            return parse_output(signature, text)
+            check_text(constraint_for(sig, ex.inputs().toDict()), text)
+            return parse_output(sig, text)
         except ConstraintViolation:
             return None
 
@@ -164,8 +168,13 @@ def train_grpo(target: WeightsTarget, base: str, cfg: GRPOConfig) -> dict[str, A
     tokenizer = AutoTokenizer.from_pretrained(base)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    constrained = cfg.constrained and output_mode(signature) == "tagged"
-    rollout = tagged_rollouts(signature, train, tokenizer, cfg.temperature) if constrained else None
+    mode = output_mode(signature)
+    constrained = cfg.constrained and mode in ("tagged", "choice")
+    rollout = None
+    if constrained and mode == "tagged":
+        rollout = tagged_rollouts(signature, train, tokenizer, cfg.temperature)
+    elif constrained:
+        rollout = choice_rollouts(signature, train, tokenizer, cfg.temperature, model.config.vocab_size)
     if rollout is not None:
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
     rewards: list[Any] = reward_functions(req.program, signature, examples, constrained)  # TRL's list type is invariant

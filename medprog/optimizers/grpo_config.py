@@ -26,7 +26,8 @@ class GRPOConfig:
     max_completion_length: int = field(default=384, metadata={"help": (
         "Token limit of free (unconstrained) rollouts; a constrained tagging rollout always runs to its end.")})
     constrained: bool = field(default=True, metadata={"help": (
-        "Sample TaggedText outputs under the tagging constraint (faithful copies; loss only on the decisions).")})
+        "Sample TaggedText outputs under the tagging constraint (faithful copies; loss only on the decisions) "
+        "and a lone choice output under its choice constraint (one of the example's options).")})
     lora: bool = field(default=True, metadata={"help": "Train LoRA adapters (merged on save) instead of full weights."})
     beta: float = field(default=0.0, metadata={"help": (
         "KL penalty towards the starting model (0: none, and no reference copy).")})

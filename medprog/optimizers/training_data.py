@@ -1,6 +1,7 @@
 """Training sequences rendered exactly as the engine renders them at inference.
 
-The prompt is the adapter's chat messages through the same chat template (`render_prompt`);
+The prompt is the adapter's chat messages through the same chat template (`render_prompt`), for
+the signature as the program calls it (a multiple-choice answer narrowed to the example's letters);
 the completion is the constrained output in its canonical tokenization — for `TaggedText`,
 gold spans re-rendered at the tokenizer's tag positions and each segment tokenized on its
 own — followed by the end-of-turn token the engine stops on.
@@ -16,6 +17,8 @@ from medprog.engines.constraints import output_mode, output_text
 from medprog.engines.local import end_of_turn_id, render_prompt
 from medprog.engines.tagging import parse_tagged, render_tagged
 from medprog.engines.tagging_processor import automaton_for, canonical_ids, tokenizer_layout
+from medprog.engines.types import is_literal
+from medprog.programs.multiagent import with_choices
 from medprog.signatures.adapter import format_messages
 
 
@@ -38,8 +41,20 @@ def completion_ids(signature: Any, example: dspy.Example, tokenizer) -> list[int
     return ids + [end_of_turn_id(tokenizer)]
 
 
+def call_signature(signature: Any, example: dspy.Example) -> Any:
+    """The signature the program calls on ``example``: an ``answer`` field typed by a ``Literal`` is
+    narrowed to the example's own option letters when it has an ``options`` dict, as the
+    multiple-choice programs do at inference (`narrowed_call`); otherwise ``signature`` itself."""
+    field = signature.output_fields.get("answer")
+    options = example.inputs().toDict().get("options")
+    if field is None or not is_literal(field.annotation) or not isinstance(options, dict) or not options:
+        return signature
+    return with_choices(signature, "answer", list(options))
+
+
 def prompt_messages(signature: Any, example: dspy.Example, demos: list | None = None) -> list[dict[str, str]]:
-    return format_messages(signature, demos or [], example.inputs().toDict())
+    """The chat messages of the call on ``example``, exactly as the program sends them (`call_signature`)."""
+    return format_messages(call_signature(signature, example), demos or [], example.inputs().toDict())
 
 
 def tokenize_example(signature: Any, example: dspy.Example, tokenizer,

@@ -1,7 +1,9 @@
 """`creason`: clinical reasoning over registry records (C-Reason).
 
 One constrained call reasons step by step over a serialised patient record and answers a
-masked-variable or outcome question with one of the task's own option letters. The call's
+masked-variable or outcome question with one of the task's own option letters (``cot=True``, the
+default: C-Reason's JSON reasoning then answer); with ``cot=False`` the model writes the letter
+alone under a choice constraint (what GRPO trains cheaply on a small model). The call's
 inputs are exactly the example's inputs, so training prompts (dft, grpo) match inference. The
 per-example score is the exact letter match, which is also the GRPO reward (`grpo_reward`).
 Tasks come from a registry CSV (built by `medprog.data.patient_registry.build_tasks`: masked variable,
@@ -21,21 +23,24 @@ from medprog.engines.accounting import step
 from medprog.metrics.mcq import mcq_metrics
 from medprog.programs.multiagent import narrowed_call, tracked
 from medprog.programs.registry import Record, declare
-from medprog.signatures.creason import ClinicalReasoning
+from medprog.signatures.creason import ClinicalAnswer, ClinicalReasoning
 
 
 class CReason(dspy.Module):
-    """Reason over the record, answer one letter."""
+    """Reason over the record (``cot=True``) or not, answer one letter."""
 
-    def __init__(self) -> None:
+    def __init__(self, cot: bool = True) -> None:
         super().__init__()
-        self.reason = dspy.Predict(ClinicalReasoning)
+        if not isinstance(cot, bool):
+            raise ValueError(f"creason: cot must be true or false, got {cot!r}")
+        self.cot = cot
+        self.reason = dspy.Predict(ClinicalReasoning if cot else ClinicalAnswer)  # one predictor, one name
 
     def forward(self, record: str, question: str, options: dict[str, str]) -> dspy.Prediction:
-        with tracked() as usage, step("reason"):
+        with tracked() as usage, step("reason" if self.cot else "answer"):
             out = narrowed_call(self.reason, "answer", list(options), record=record, question=question,
                                 options=options)
-        return dspy.Prediction(answer=out.answer, reasoning=out.reasoning, usage=usage)
+        return dspy.Prediction(answer=out.answer, reasoning=out.get("reasoning"), usage=usage)
 
 
 def load(path: str | Path, split: str | None = None) -> list[dspy.Example]:
@@ -95,4 +100,5 @@ PROGRAM = declare(
     task="clinical reasoning over registry records (masked variable / outcome)",
     metric="accuracy (GRPO reward: exact letter)",
     build=CReason,
+    defaults={"cot": True},
 )
