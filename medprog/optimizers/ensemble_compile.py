@@ -3,8 +3,9 @@
 ``medprog compile tagger --optimizer ensemble --members OUT1 OUT2 OUT3 --dev DATA --out ART``
 reads each member's submission (the file the program declares in `ProgramInfo.ensemble`, for
 the tagger ``OUT/predictions.json``, written by ``medprog eval``), tunes the four thresholds
-with Optuna on the dev notes, and stores them in the artifact. `apply_ensemble` combines
-members' test outputs with the tuned parameters.
+with Optuna on the dev notes, and stores them (with the mode) in the artifact. ``-o mode=lamar``
+runs LAMAR's published consensus instead of medprog's (see `ensemble`). `apply_ensemble`
+combines members' test outputs with the tuned parameters.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medprog.optimizers.config import parse_options
-from medprog.optimizers.ensemble import ConsensusParams, consensus, tune_ensemble
+from medprog.optimizers.ensemble import ConsensusMode, ConsensusParams, consensus, tune_ensemble
 from medprog.optimizers.request import CompileError, CompileRequest
 from medprog.programs.registry import EnsembleInputs, ProgramInfo, Spans
 
@@ -23,6 +24,8 @@ class EnsembleConfig:
     """``ensemble``: how the consensus thresholds are tuned."""
 
     n_trials: int = field(default=60, metadata={"help": "Optuna trials over the four thresholds on the dev notes."})
+    mode: ConsensusMode = field(default="medprog", metadata={
+        "help": "medprog's consensus rules, or LAMAR's published ones (ensemble/mbr.py), tuned from LAMAR's defaults."})
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -61,7 +64,7 @@ def compile_ensemble(req: CompileRequest) -> Path:
     dev_notes = inputs.gold(list(req.dev))
     ids = {n.id for n in dev_notes}
     preds = [{k: v for k, v in read_member(inputs, m).items() if k in ids} for m in members]
-    params, metrics = tune_ensemble(preds, dev_notes, n_trials=cfg.n_trials, seed=req.seed)
+    params, metrics = tune_ensemble(preds, dev_notes, n_trials=cfg.n_trials, seed=req.seed, mode=cfg.mode)
     from medprog.metrics.meddec import score
 
     member_metrics = [{k: score(dev_notes, p)[k] for k in ("span_f1", "token_f1", "overall")} for p in preds]
