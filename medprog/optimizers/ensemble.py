@@ -3,6 +3,9 @@
 Two modes, chosen by ``ConsensusParams.mode``: ``"medprog"`` (the default, described here) and
 ``"lamar"``, LAMAR's published algorithm (``ensemble/mbr.py`` of github.com/biodatlab/medexact-lamar,
 re-implemented in `consensus_lamar`, which names the bugs of LAMAR's that it reproduces).
+``ConsensusParams(mode="lamar")`` takes LAMAR's thresholds; ``tune_ensemble(..., mode="lamar")``
+tunes within LAMAR's rules; ``medprog compile tagger --optimizer ensemble -o mode=lamar`` stores
+the mode in the artifact, and ``ensemble-apply`` applies it.
 
 medprog's mode, per note and category:
 
