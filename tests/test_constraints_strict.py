@@ -111,9 +111,11 @@ def test_json_outputs_are_strict_and_compact_under_pressure(sig, tiny_engine, mo
 
 
 @pytest.mark.parametrize("with_xgrammar", [True, False])
-def test_apply_bitmask_matches_the_bit_layout(with_xgrammar, monkeypatch):
-    """Bit ``i`` of word ``j`` admits token ``32j+i``, through xgrammar's kernel or plain torch."""
-    from medprog.engines.grammar_processor import xgrammar_kernel, apply_bitmask
+@pytest.mark.parametrize("density", ["dense", "sparse", "mixed"])
+def test_apply_bitmask_matches_the_bit_layout(with_xgrammar, density, monkeypatch):
+    """Bit ``i`` of word ``j`` admits token ``32j+i`` (in place; past the mask nothing), on rows masked
+    sparsely (few nonzero words), densely (xgrammar's kernel or plain torch), or both in one batch."""
+    from medprog.engines.grammar_processor import apply_bitmask_, xgrammar_kernel
 
     kernel = xgrammar_kernel()
     if not with_xgrammar:
@@ -121,12 +123,29 @@ def test_apply_bitmask_matches_the_bit_layout(with_xgrammar, monkeypatch):
     elif kernel is None:
         pytest.skip("xgrammar is not installed")
     gen = torch.Generator().manual_seed(0)
-    bitmask = torch.randint(-(2**31), 2**31 - 1, (3, 4), dtype=torch.int32, generator=gen)
-    scores = torch.randn(3, 120, generator=gen)
-    out = apply_bitmask(scores, bitmask)
+    bitmask = torch.randint(-(2**31), 2**31 - 1, (3, 40), dtype=torch.int32, generator=gen)
+    if density != "dense":
+        keep = torch.zeros(40, dtype=torch.int32)
+        keep[[3, 31]] = -1  # 2 of 40 words nonzero: the sparse path
+        sparse_rows = [0, 1, 2] if density == "sparse" else [1]
+        bitmask[sparse_rows] &= keep
+        bitmask[sparse_rows[0], 31] = -(2**31)  # the sign bit alone: token 32*31+31
+    scores = torch.randn(3, 1250, generator=gen)
+    before = scores.clone()
+    out = apply_bitmask_(scores, bitmask)
+    assert out is scores
     for row in range(3):
-        for token in range(120):
-            admitted = (int(bitmask[row, token // 32]) >> (token % 32)) & 1
-            assert torch.isfinite(out[row, token]).item() == bool(admitted)
+        for token in range(1250):
+            admitted = token < 1280 and (int(bitmask[row, min(token // 32, 39)]) >> (token % 32)) & 1
+            assert torch.isfinite(out[row, token]).item() == bool(admitted), (row, token)
             if admitted:
-                assert out[row, token] == scores[row, token]
+                assert out[row, token] == before[row, token]
+
+
+def test_apply_bitmask_masks_logits_past_the_mask():
+    """Logits wider than the mask (a padded model vocabulary) are -inf past it."""
+    from medprog.engines.grammar_processor import apply_bitmask_
+
+    scores = torch.zeros(2, 70)
+    apply_bitmask_(scores, torch.full((2, 2), -1, dtype=torch.int32))
+    assert torch.isfinite(scores[:, :64]).all() and torch.isinf(scores[:, 64:]).all()
