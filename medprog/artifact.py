@@ -352,6 +352,7 @@ def load_artifact(path: str | Path) -> Artifact:
     pfile = path / PROGRAM_FILE
     prog = body["program"]
     ref = prog.get("ref") or prog.get("name")
+    from medprog.engines.embedded import REGISTRY as EMBEDDED_MODELS
     from medprog.programs.registry import resolve_program
 
     info = resolve_program(ref)
@@ -369,7 +370,8 @@ def load_artifact(path: str | Path) -> Artifact:
     default_lm = body.get("default_lm")
     if isinstance(default_lm, str) and default_lm.startswith("local:"):
         target = Path(default_lm[len("local:"):]).expanduser()
-        if not target.is_absolute():
+        # a relative path lies inside the artifact (weights/); an embedded model's name stays a name
+        if not target.is_absolute() and str(target) not in EMBEDDED_MODELS:
             default_lm = f"local:{(path / target).resolve()}"
     return Artifact(path=path, info=info, module=module, default_lm=default_lm, settings=settings,
                     engine_settings=dict(body.get("engine") or {}), ensemble=body.get("ensemble"),

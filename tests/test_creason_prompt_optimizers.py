@@ -20,7 +20,7 @@ from medprog.data.synth_registry import synth_registry
 from medprog.engines.constraints import ChoiceConstraint
 from medprog.evaluation import evaluate
 from medprog.optimizers import get_optimizer
-from medprog.optimizers.base import CompileRequest
+from medprog.optimizers.base import CompileRequest, absolute_spec
 from medprog.optimizers.config import parse_options, run_settings, split_options
 from medprog.optimizers.prompt_config import BootstrapConfig, MIPROConfig
 from medprog.programs.creason import PROGRAM
@@ -53,10 +53,11 @@ def gold_answerer(examples: list[dspy.Example]) -> ScriptedEngine:
     return ScriptedEngine(script)
 
 
-def compile_creason(name: str, examples: list[dspy.Example], out: Path, **options) -> tuple[Path, ScriptedEngine]:
+def compile_creason(name: str, examples: list[dspy.Example], out: Path, lm: str = "local:unused",
+                    **options) -> tuple[Path, ScriptedEngine]:
     """Train on the five-option tasks, validate on the two-option ones, every answer gold."""
     engine = gold_answerer(examples)
-    req = CompileRequest(program=PROGRAM, train=examples[:6], dev=examples[6:], lm="local:unused", teacher=None,
+    req = CompileRequest(program=PROGRAM, train=examples[:6], dev=examples[6:], lm=lm, teacher=None,
                          out=out, engine=engine, settings={"cot": False}, options=options)
     return get_optimizer(name)(req), engine
 
@@ -91,6 +92,17 @@ def test_mipro_searches_letter_only_creason(tasks, tmp_path):
     assert json.loads((path / "program.json").read_text())["settings"] == {"cot": False}
     answers = [c for c in engine.calls if isinstance(c.constraint, ChoiceConstraint)]
     assert answers and all(set(c.constraint.choices) <= set("ABCDE") for c in answers)
+
+
+def test_artifact_compiled_on_an_embedded_model_keeps_its_name(tasks, tmp_path, monkeypatch):
+    # `compile --lm local:smollm2` once saved local:<cwd>/smollm2, so `medprog eval ARTIFACT` failed
+    monkeypatch.chdir(tmp_path)
+    examples = PROGRAM.load(tasks, None)
+    path, _ = compile_creason("bootstrap", examples, tmp_path / "art", lm="local:smollm2", max_bootstrapped_demos=1)
+    assert json.loads((path / "program.json").read_text())["default_lm"] == "local:smollm2"
+    assert load_artifact(path).default_lm == "local:smollm2"
+    assert absolute_spec("local:smollm2") == "local:smollm2" and absolute_spec("vllm:smollm2") == "vllm:smollm2"
+    assert absolute_spec("local:models/student") == f"local:{tmp_path / 'models' / 'student'}"
 
 
 def bench():

@@ -49,9 +49,12 @@ def open_engine(spec: str, run: RunSettings) -> Any:
 
 
 def absolute_spec(spec: str) -> str:
-    """``local:``/``vllm:`` specs with an absolute path (artifacts are loaded from anywhere)."""
+    """``local:``/``vllm:`` specs with an absolute path (artifacts are loaded from anywhere); an
+    embedded model's name (``local:smollm2``) stays a name, resolved wherever the artifact is loaded."""
+    from medprog.engines.embedded import REGISTRY
+
     kind, _, rest = spec.partition(":")
-    if kind in ("local", "vllm") and rest:
+    if kind in ("local", "vllm") and rest and rest not in REGISTRY:
         return f"{kind}:{Path(rest).expanduser().resolve()}"
     return spec
 
