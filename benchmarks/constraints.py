@@ -3,16 +3,18 @@
 Build table: every JSON schema the package's signatures declare, and the `TaggedText`
 constraint over a 2,000- and a 20,000-character note with the 9 MedDec tags, at SmolLM2's
 49k vocabulary and litellm's bundled 129k DeepSeek vocabulary. Backends: llguidance (medprog's
-default, through ``llguidance.torch``), xgrammar and outlines_core (through outlines'
-processors, as ``json_backend`` selects them), and for tagging medprog's own automaton (the
-others get the regex a grammar engine can express). Each cell runs in a fresh process with a
-CPU-time and memory limit; ``ms/mask`` is the processor's own time per step over a short walk.
+default, its matchers driven by `medprog.engines.grammar_processor`), xgrammar and outlines_core
+(through outlines' processors, as ``json_backend`` selects them), and for tagging medprog's own
+automaton (the others get the regex a grammar engine can express). Each cell runs in a fresh
+process with a CPU-time and memory limit; "build" includes llguidance's first mask (its compile is
+lazy); ``ms/mask`` is the processor's own time per step over a short walk.
 
-Decode table: constrained ÷ unconstrained tokens/s, same model, prompt and length, batch 1
-and 8, on the tiny random model (2k vocabulary) and on SmolLM2-135M when it is prepared
-(``medprog models prepare smollm2``).
+Decode table: constrained ÷ unconstrained tokens per CPU-second at equal length (prefill and first
+mask left out), for one or more JSON schemas per program (``--schemas``) and tagging, batch 1 and
+8, on the tiny random model (2k vocabulary) and on SmolLM2-135M when it is prepared (``medprog
+models prepare smollm2``); each cell reads "ratio (steps decoded)".
 
-    python benchmarks/constraints.py [--cpu-limit 20] [--quick]
+    python benchmarks/constraints.py [--only build|decode] [--schemas all] [--reps 2] [--quick]
 """
 
 from __future__ import annotations
@@ -191,8 +193,21 @@ def build_cell(model: str, kind: str, backend: str, cpu_limit: float) -> None:
               flush=True)
 
 
-def decode_rows(model: str, label: str, batches: list[int], new_tokens: int) -> list[dict]:
-    """Constrained ÷ unconstrained tokens/s for a JSON schema and tagging, per backend and batch."""
+DECODE_SCHEMAS = ["RecruitExperts", "PlanTeams", "ExpertAnswer", "ReasonThenChoose", "ClinicalReasoning",
+                  "DoctorTurn", "HostReview", "AnalyseNote"]
+"""At least one schema per program: mdagents, mcq, creason, hospital, clh (``--schemas all``: every one)."""
+
+
+def decode_rows(model: str, label: str, batches: list[int], new_tokens: int, schemas: list[str],
+                reps: int) -> list[dict]:
+    """Constrained ÷ unconstrained decode speed per schema, backend and batch, at equal length.
+
+    Each constrained run is compared with the unconstrained runs of the same batch over its own
+    number of steps (the prefill, the same in both, is left out: a JSON that closes after 20 tokens
+    is not charged for amortizing it over fewer tokens). ``reps`` interleaved rounds; each side's
+    rate is its median step over all rounds, since the neighbours on a loaded machine slow single
+    steps (on the tiny model a step is ~1 ms, and whole-run means moved by ±30%).
+    """
     import torch
 
     from medprog.engines.constraints import JsonConstraint, TaggedConstraint
@@ -201,43 +216,66 @@ def decode_rows(model: str, label: str, batches: list[int], new_tokens: int) -> 
 
     torch.set_num_threads(1)
     engine = LocalEngine(model, cache=None)
-    tok = engine.tokenizer
-    schemas = program_schemas()
-    cases = [("json ExpertAnswer", JsonConstraint(json_schema=schemas["ExpertAnswer"]), ["llguidance", "xgrammar"]),
-             ("tagged 2000", TaggedConstraint(text=notes_text(2000), tags=list(DECISION_TAGS)), ["medprog"])]
-    if label.startswith("tiny"):
-        cases[0][2].append("outlines_core")
-    prompt = render_prompt(tok, [{"role": "user", "content": "Write the answer for this patient note."}])
+    declared = program_schemas()
+    # outlines_core builds nested, bounded schemas for minutes: on the tiny model, one flat schema
+    cases = [(f"json {n}", JsonConstraint(json_schema=declared[n]), ["llguidance", "xgrammar"] + (
+        ["outlines_core"] if label.startswith("tiny") and n == "ExpertAnswer" else [])) for n in schemas]
+    cases.append(("tagged 2000", TaggedConstraint(text=notes_text(2000), tags=list(DECISION_TAGS)), ["medprog"]))
+    prompt = render_prompt(engine.tokenizer, [{"role": "user", "content": "Write the answer for this patient note."}])
     rows = []
     for batch in batches:
         ids = torch.tensor([prompt] * batch)
-        tokens_per_s(engine, ids, [], new_tokens)  # warm-up
-        base = tokens_per_s(engine, ids, [], new_tokens)
-        for name, c, backends in cases:
-            for backend in backends:
-                rate = tokens_per_s(engine, ids, [make_processor(engine, c, backend, batch, ids.shape[1])], new_tokens)
-                rows.append({"model": label, "batch": batch, "constraint": name, "backend": backend,
-                             "tok_s": rate, "base_tok_s": base, "ratio": rate / base})
-                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+        step_stamps(engine, ids, [], new_tokens)  # warm-up
+        bases, runs = [], {}
+        for _ in range(reps):
+            bases.append(step_stamps(engine, ids, [], new_tokens))
+            for name, c, backends in cases:
+                for backend in backends:
+                    proc = make_processor(engine, c, backend, batch, ids.shape[1])
+                    runs.setdefault((name, backend), []).append(step_stamps(engine, ids, [proc], new_tokens))
+        bases.append(step_stamps(engine, ids, [], new_tokens))
+        for (name, backend), stamps in runs.items():
+            steps = min(len(s) for s in stamps) - 1
+            rate, base = decode_rate(stamps, batch, steps), decode_rate(bases, batch, steps)
+            rows.append({"model": label, "batch": batch, "constraint": name, "backend": backend, "steps": steps + 1,
+                         "tok_s": rate, "base_tok_s": base, "ratio": rate / base})
+            print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     return rows
 
 
-def tokens_per_s(engine, ids, processors: list, new_tokens: int) -> float:
-    """Generated (non-pad) tokens per second, greedy; unconstrained runs are held to the full length."""
+def decode_rate(runs: list[list[float]], batch: int, steps: int) -> float:
+    """Tokens per CPU-second of the median step among the ``steps`` steps after the first of each run:
+    a step is its forward pass, sampling and processors; the prefill and the first mask (a lazy
+    grammar's compile: the build table's) are left out."""
+    return batch / statistics.median(b - a for s in runs for a, b in zip(s[:steps], s[1:steps + 1]))
+
+
+class _Stamp:
+    """A logits processor recording the process's CPU time at each step (put last, after the constraint)."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def __call__(self, input_ids, scores):
+        self.stamps.append(CLOCK())
+        return scores
+
+
+def step_stamps(engine, ids, processors: list, new_tokens: int) -> list[float]:
+    """CPU time after each decoding step's processors, greedy; unconstrained runs are held to the full length."""
     import torch
     from transformers import LogitsProcessorList
 
     from medprog.engines.local import end_of_turn_id
 
-    tok = engine.tokenizer
-    t = CLOCK()
+    tok, stamp = engine.tokenizer, _Stamp()
     with torch.inference_mode():
-        out = engine.model.generate(
+        engine.model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False,
             use_cache=True, pad_token_id=tok.pad_token_id, eos_token_id=end_of_turn_id(tok),
-            logits_processor=LogitsProcessorList(processors), **({} if processors else {"min_new_tokens": new_tokens}))
-    seconds = CLOCK() - t
-    return int((out[:, ids.shape[1]:] != tok.pad_token_id).sum()) / seconds
+            logits_processor=LogitsProcessorList([*processors, stamp]),
+            **({} if processors else {"min_new_tokens": new_tokens}))
+    return stamp.stamps
 
 
 def run_build_cells(models: dict[str, Path], kinds: list[str], cpu_limit: float) -> list[tuple]:
@@ -265,6 +303,13 @@ def run_build_cells(models: dict[str, Path], kinds: list[str], cpu_limit: float)
 
 
 def print_tables(build: list[tuple], decode: list[dict]) -> None:
+    if build:
+        print_build(build)
+    if decode:
+        print_decode(decode)
+
+
+def print_build(build: list[tuple]) -> None:
     print(f"\n{'vocab':5} {'constraint':18} {'backend':13} {'setup ms':>9} {'built':>7} {'max ms':>9} {'median ms':>9} "
           f"{'ms/mask':>8}")
     for vocab, kind, backend, r in build:
@@ -278,29 +323,49 @@ def print_tables(build: list[tuple], decode: list[dict]) -> None:
         print(f"{vocab:5} {label:18} {backend:13} {setup} {done:>7} {r['build_ms_max']:9.1f} "
               f"{r['build_ms_median']:9.1f} "
               f"{r['mask_ms']:8.3f}{note}")
-    print(f"\n{'model':12} {'batch':>5} {'constraint':18} {'backend':13} {'tok/s':>8} {'unconstr':>9} {'ratio':>6}")
+
+
+def print_decode(decode: list[dict]) -> None:
+    """One line per model, batch and constraint; per backend: constrained ÷ unconstrained (steps decoded)."""
+    backends = [b for b in BACKENDS + ["medprog"] if any(r["backend"] == b for r in decode)]
+    print(f"\n{'model':12} {'batch':>5} {'constraint':22} {'unconstr':>9} " + " ".join(f"{b:>14}" for b in backends))
+    lines: dict[tuple, dict[str, dict]] = {}
     for r in decode:
-        print(f"{r['model']:12} {r['batch']:5d} {r['constraint']:18} {r['backend']:13} {r['tok_s']:8.1f} "
-              f"{r['base_tok_s']:9.1f} {r['ratio']:6.2f}")
+        lines.setdefault((r["model"], r["batch"], r["constraint"]), {})[r["backend"]] = r
+    for (model, batch, constraint), by in lines.items():
+        cells = [f"{by[b]['ratio']:.2f} ({by[b]['steps']:>2})" if b in by else "" for b in backends]
+        base = next(iter(by.values()))["base_tok_s"]
+        print(f"{model:12} {batch:5d} {constraint:22} {base:9.1f} " + " ".join(f"{c:>14}" for c in cells))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu-limit", type=float, default=20.0, help="CPU seconds per build cell")
     ap.add_argument("--quick", action="store_true", help="skip the 20,000-character note and SmolLM2 decoding")
+    ap.add_argument("--only", choices=["build", "decode"], help="run one of the two tables")
+    ap.add_argument("--schemas", default=",".join(DECODE_SCHEMAS),
+                    help="decode table's JSON schemas, comma-separated, or 'all' (default: one or more per program)")
     ap.add_argument("--new-tokens", type=int, default=48, help="tokens per decode run")
+    ap.add_argument("--reps", type=int, default=2, help="interleaved decode rounds (best counts)")
+    ap.add_argument("--json-out", type=Path, help="also write every row as JSON here")
     ap.add_argument("--build-cell", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.build_cell:
         build_cell(*args.build_cell[:3], float(args.build_cell[3]))
         return
     kinds = ["json", "tagged_2000"] + ([] if args.quick else ["tagged_20000"])
+    schemas = sorted(program_schemas()) if args.schemas == "all" else args.schemas.split(",")
+    build, decode = [], []
     with tempfile.TemporaryDirectory() as d:
         models = build_models(Path(d))
-        build = run_build_cells(models, kinds, args.cpu_limit)
-        decode = decode_rows(str(models["2k"]), "tiny 2k", [1, 8], args.new_tokens)
-        if (SMOLLM2 / "config.json").is_file() and not args.quick:
-            decode += decode_rows(str(SMOLLM2), "SmolLM2 49k", [1, 8], args.new_tokens)
+        if args.only != "decode":
+            build = run_build_cells(models, kinds, args.cpu_limit)
+        if args.only != "build":
+            decode = decode_rows(str(models["2k"]), "tiny 2k", [1, 8], args.new_tokens, schemas, 3 * args.reps)
+            if (SMOLLM2 / "config.json").is_file() and not args.quick:
+                decode += decode_rows(str(SMOLLM2), "SmolLM2 49k", [1, 8], args.new_tokens, schemas, args.reps)
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"build": build, "decode": decode}, indent=1))
     print_tables(build, decode)
 
 

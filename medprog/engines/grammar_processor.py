@@ -45,7 +45,7 @@ def ll_tokenizer(tokenizer: Any, n_vocab: int) -> Any:
     As ``llguidance.hf.from_tokenizer`` does, but the Rust tokenizer is copied (to drop padding and
     truncation before serializing it) only when it has either set: the copy is 0.65 s of the 2.1 s
     the view took at the 129k DeepSeek vocabulary. llguidance cannot serialize the view, so it is
-    built once per process and engine (0.4 s at 49k, 1.5 s at 129k).
+    built once per process and engine (0.25 s at 49k, 0.9-1.3 s at 129k).
     """
     import llguidance
 
