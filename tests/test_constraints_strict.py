@@ -122,6 +122,7 @@ def test_apply_bitmask_matches_the_bit_layout(with_xgrammar, density, monkeypatc
         monkeypatch.setattr("medprog.engines.grammar_processor.xgrammar_kernel", lambda: None)
     elif kernel is None:
         pytest.skip("xgrammar is not installed")
+    monkeypatch.setattr("medprog.engines.grammar_processor.SPARSE_MIN_WORDS", 8)  # a small mask takes both paths
     gen = torch.Generator().manual_seed(0)
     bitmask = torch.randint(-(2**31), 2**31 - 1, (3, 40), dtype=torch.int32, generator=gen)
     if density != "dense":
