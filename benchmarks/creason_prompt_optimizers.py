@@ -168,7 +168,7 @@ def diff_cell(path: Path) -> str:
 
 
 def instruction_notes(a: argparse.Namespace, base_instructions: str) -> list[str]:
-    """mipro's chosen instruction, its trial scores on val and its failed proposals."""
+    """Each arm's chosen instruction; mipro's trial scores on val, its proposals and failed proposals."""
     lines = []
     for arm in a.arms.split(","):
         art = a.out / arm / "artifact"
@@ -183,6 +183,10 @@ def instruction_notes(a: argparse.Namespace, base_instructions: str) -> list[str
         if cands:
             lines.append(f"{arm} candidate scores on val: " + ", ".join(
                 f"{c.get('score', 0):.3f}" if isinstance(c, dict) else str(c) for c in cands))
+        proposed = (comp.get("notes") or {}).get("proposed_instructions")
+        if proposed:
+            lines.append(f"{arm} instructions proposed by {a.model} (the first is replaced by the original): "
+                         + " | ".join(repr(" ".join(x.split())) for x in proposed))
         failed = (comp.get("notes") or {}).get("failed_proposals")
         if failed:
             lines.append(f"{arm} failed instruction proposals ({len(failed)}): {failed[:3]}")

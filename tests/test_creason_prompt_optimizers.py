@@ -87,6 +87,8 @@ def test_mipro_searches_letter_only_creason(tasks, tmp_path):
                                    data_aware_proposer=False)
     report = json.loads((path / "report.json").read_text())
     assert report["compile"]["notes"]["failed_proposals"] == []
+    proposed = report["compile"]["notes"]["proposed_instructions"]
+    assert proposed == ["Read the record; answer with the letter of the right option."] * 3  # what the model wrote
     assert len(report["compile"]["candidates"]) == 3  # the default program, then two trials
     assert "GenerateSingleModuleInstruction" in report["compile"]["usage"]["steps"]
     assert json.loads((path / "program.json").read_text())["settings"] == {"cot": False}

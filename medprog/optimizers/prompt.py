@@ -83,26 +83,30 @@ def random_search(req: CompileRequest) -> Path:
 
 
 @contextlib.contextmanager
-def tolerant_proposals() -> Iterator[list[str]]:
+def tolerant_proposals() -> Iterator[tuple[list[str], list[str]]]:
     """While MIPROv2 proposes instructions, a failed proposal (a weak prompt model that runs out of
     tokens, an engine error) keeps the predictor's current instruction instead of ending the compile.
-    Yields the list of failures (error messages)."""
+    Yields (failures as error messages, the instructions proposed), so the report shows what the
+    prompt model wrote (MIPROv2 then replaces each predictor's first proposal by its own instruction)."""
     from unittest import mock
 
     from dspy.propose.grounded_proposer import GroundedProposer
 
     failures: list[str] = []
+    proposed: list[str] = []
     original = GroundedProposer.propose_instruction_for_predictor
 
     def propose(self: Any, program: Any, predictor: Any, *args: Any, **kwargs: Any) -> str:
         try:
-            return original(self, program, predictor, *args, **kwargs)
+            text = original(self, program, predictor, *args, **kwargs)
         except Exception as e:  # noqa: BLE001 - BudgetExhausted (a BaseException) still stops the compile
             failures.append(f"{type(e).__name__}: {str(e)[:200]}")
             return predictor.signature.instructions
+        proposed.append(str(text))
+        return text
 
     with mock.patch.object(GroundedProposer, "propose_instruction_for_predictor", propose):
-        yield failures
+        yield failures, proposed
 
 
 def mipro(req: CompileRequest) -> Path:
@@ -126,7 +130,7 @@ def mipro(req: CompileRequest) -> Path:
         valset = req.dev or None
         n_val = len(valset) if valset else max(1, int(len(req.train) * 0.8))
         minibatch = o.minibatch if o.minibatch is not None else n_val > o.minibatch_size
-        with tolerant_proposals() as failures:
+        with tolerant_proposals() as (failures, proposed):
             program = tp.compile(
                 student, trainset=req.train, valset=valset, num_trials=o.num_trials,
                 minibatch=minibatch, minibatch_size=o.minibatch_size,
@@ -135,6 +139,7 @@ def mipro(req: CompileRequest) -> Path:
                 view_data_batch_size=o.view_data_batch_size,
             )
         s.notes["failed_proposals"] = failures
+        s.notes["proposed_instructions"] = proposed
         return program
 
     return run_prompt_optimizer(req, "mipro", o, optimize)
