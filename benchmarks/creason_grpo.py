@@ -1,6 +1,7 @@
 """C-Reason's recipe on a real model: GRPO (exact-letter reward, LoRA) on registry outcome questions.
 
-    python benchmarks/creason_grpo.py --out runs/creason-grpo --patients 1500 --steps 40
+    python benchmarks/creason_grpo.py --out runs/creason-grpo/main --patients 1500 --steps 28 \
+        --batch-size 8 --num-generations 4 --learning-rate 1e-4 --limit 400 --threads 1
 
 Stages, each skipped when its output exists (so an interrupted run resumes):
 
@@ -24,6 +25,12 @@ Then a table: accuracy before and after (95% Wilson intervals), the difference w
 bootstrap CI, the predicted letters and option texts, the majority-answer, best-letter and
 uniform baselines on dev, the GRPO reward at the start and end of training, and wall times.
 Torch runs on ``--threads`` threads (default 1) in every stage.
+
+Measured with the command above (SmolLM2-135M, 1 thread, loaded 2-core machine, ~42 s/step):
+the base model answers A on all 151 dev questions (0.464) and so does the trained one (difference
+0.000, CI [0, 0]); training lowered p(A) from 0.86 to 0.70 on train prompts without making the
+answer follow the option texts. With one prompt per step (batch 4) at lr 3e-4 the policy
+collapsed onto one letter within ~11 steps (every group all-correct or all-wrong: no gradient).
 """
 
 from __future__ import annotations
@@ -123,9 +130,13 @@ def arm_row(name: str, run: Path, dev: dict[str, Any]) -> str:
     lo, hi = wilson(k, n)
     letters = Counter(a or "-" for a in answers.values())
     texts = Counter(dev[i].options.get(a, "-") if a else "-" for i, a in answers.items())
+    by_gold: dict[str, list[bool]] = {}
+    for i, a in answers.items():
+        by_gold.setdefault(dev[i].options[dev[i].answer], []).append(a == dev[i].answer)
+    per_gold = " ".join(f"{g}:{sum(v)}/{len(v)}" for g, v in sorted(by_gold.items()))
     wall = json.loads((run / "metrics.json").read_text()).get("wall_s")
     fmt = lambda c: " ".join(f"{x}:{c[x]}" for x in sorted(c))  # noqa: E731
-    return (f"| {name} | {n} | {k / n:.3f} [{lo:.3f}, {hi:.3f}] | {fmt(letters)} | {fmt(texts)} | "
+    return (f"| {name} | {n} | {k / n:.3f} [{lo:.3f}, {hi:.3f}] | {per_gold} | {fmt(letters)} | {fmt(texts)} | "
             f"{wall if wall is not None else '?'} |")
 
 
@@ -143,8 +154,8 @@ def table(a: argparse.Namespace) -> str:
              f"{sum(t.options[t.answer] == majority for t in dev.values()) / n:.3f}; "
              f"always letter {best_letter} (best letter) {best_k / n:.3f}; "
              f"uniform {sum(1 / len(t.options) for t in dev.values()) / n:.3f}", "",
-             "| arm | n | accuracy [95% Wilson] | predicted letters | predicted options | eval wall s |",
-             "|---|---|---|---|---|---|"]
+             "| arm | n | accuracy [95% Wilson] | correct by gold answer | predicted letters | predicted options "
+             "| eval wall s |", "|---|---|---|---|---|---|---|"]
     for name, run in ((f"{a.model} base (cot=false)", out / "base"), ("after GRPO", out / "after")):
         if (run / "predictions.jsonl").is_file():
             lines.append(arm_row(name, run, dev))
@@ -174,10 +185,10 @@ def main() -> None:
     p.add_argument("--model", default="smollm2", help="embedded model name or model directory")
     p.add_argument("--patients", type=int, default=1500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--steps", type=int, default=28)
     p.add_argument("--num-generations", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--learning-rate", type=float, default=2e-4)
+    p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--limit", type=int, default=400, help="training prompts GRPO draws from")
     p.add_argument("--threads", type=int, default=1)
