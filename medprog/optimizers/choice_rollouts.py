@@ -30,16 +30,12 @@ def example_choices(signature: Any, example: dspy.Example) -> tuple[str, ...]:
 def open_positions(ll_tok: Any, grammar: str, completion: list[int]) -> list[int]:
     """Per completion token: 1 where the grammar admitted more than one token at that step, else 0."""
     import llguidance
-    import llguidance.torch as llt
-    import torch
 
-    bits = torch.arange(32, dtype=torch.int32)
     matcher = llguidance.LLMatcher(ll_tok, grammar, log_level=0)
-    bitmask = llt.allocate_token_bitmask(1, ll_tok.vocab_size)
     mask = []
     for token in completion:
-        llt.fill_next_token_bitmask(matcher, bitmask, 0)
-        mask.append(int(int(((bitmask.unsqueeze(-1) >> bits) & 1).sum()) > 1))
+        admitted = int.from_bytes(matcher.compute_bitmask(), "little").bit_count()
+        mask.append(int(admitted > 1))
         matcher.consume_token(token)
     return mask
 
