@@ -122,8 +122,6 @@ def _components(spans: list[tuple[int, int]], min_cluster_iou: float) -> list[li
     return list(groups.values())
 
 
-
-
 def consensus_category(spans_by_model: Sequence[Sequence[tuple[int, int]]],
                        params: ConsensusParams) -> list[tuple[int, int]]:
     """Consensus spans for one note and one category, from each member's ``(start, end)`` list."""
