@@ -47,6 +47,13 @@ class DFTConfig:
         "the loss over the tokens the tagging constraint admits, where it admits several. ``auto``: ``choice`` "
         "for a tagged output (from scratch or on a base: the whole-vocabulary loss on a pretrained base "
         "learnt to copy and predicted no spans), else ``vocab``.")})
+    word_noise: float = field(default=0.0, metadata={"help": (
+        "Tagged outputs: in a share of the training examples (``word_noise_share``), replace this fraction of "
+        "the words outside the gold spans by general English words its notes never use "
+        "(`medprog.optimizers.word_noise`), so that an unknown word is no reason to open a tag. 0: off.")})
+    word_noise_share: float = field(default=0.5, metadata={"help": (
+        "Fraction of the training examples replaced by their noised copy when ``word_noise`` is on (the rest "
+        "stay clean; the number of examples does not change).")})
     scratch_loss: Literal["dft", "ce"] = field(default="ce", metadata={"help": (
         "Loss from scratch after warm-up: cross-entropy measured better (DFT cannot start from random "
         "weights, where p≈1/V scales every gradient towards zero).")})
@@ -88,6 +95,9 @@ class DFTConfig:
         for name in ("category_weight", "copy_weight", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        for name in ("word_noise", "word_noise_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("warmup_fraction", "lr_warmup_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -33,6 +33,7 @@ from medprog.optimizers.dft_config import DFTConfig
 from medprog.optimizers.losses import LossSchedule, training_loss
 from medprog.optimizers.training_data import corpus_texts
 from medprog.optimizers.weights import agreed_max, lora_config, save_model
+from medprog.optimizers.word_noise import with_word_noise
 
 
 class TrainingClock:
@@ -161,6 +162,8 @@ def train_dft(signature: Any, examples: list[dspy.Example], out_dir: Path, cfg: 
     out_dir = Path(out_dir)
     model, tokenizer, lr = load_model(signature, examples, cfg)
     choice = uses_choices(signature, cfg)
+    if output_mode(signature) == "tagged":  # after the tokenizer: it is built from the clean examples
+        examples = with_word_noise(signature, examples, cfg.word_noise, cfg.word_noise_share, cfg.seed)
     rows = training_rows(signature, examples, tokenizer, choice)
     n_params = sum(p.numel() for p in model.parameters())
     weights = (cfg.copy_weight, cfg.category_weight) if choice else (0.0, 0.0)
@@ -183,8 +186,9 @@ def train_dft(signature: Any, examples: list[dspy.Example], out_dir: Path, cfg: 
     shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
     steps = trainer.state.global_step
     report = {
-        "examples": len(rows), "params": n_params, "objective": "choice" if choice else "vocab",
-        "copy_weight": weights[0], "category_weight": weights[1], "steps": steps,
+        "examples": len(rows), "word_noise": [cfg.word_noise, cfg.word_noise_share], "params": n_params,
+        "objective": "choice" if choice else "vocab", "copy_weight": weights[0], "category_weight": weights[1],
+        "steps": steps,
         "epochs": steps / steps_per_epoch, "from_scratch": cfg.base is None,
         "loss_schedule": {"ce_fraction": schedule.switch, "after": schedule.after},
         "time_budget_s": cfg.time_budget_s, "train_wall_s": time.perf_counter() - t_start,
