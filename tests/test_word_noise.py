@@ -68,3 +68,14 @@ def test_replacement_words_are_a_general_vocabulary_and_the_rate_is_validated():
         DFTConfig(word_noise=1.5)
     with pytest.raises(ValueError, match="word_noise_share"):
         DFTConfig(word_noise_share=-0.1)
+
+
+def test_a_noised_row_trains_the_choices_but_not_the_copy(tiny_engine):
+    from medprog.optimizers.batches import training_rows
+
+    gold = "He was <drug_decision>Started on aspirin</drug_decision> today in the clinic."
+    ex = dspy.Example(id="n1", note=parse_tagged(gold)[0], tagged=gold).with_inputs("note")
+    noised, = with_word_noise(TagDecisions, [ex], 0.5, 1.0, seed=1)
+    clean_row, noised_row = training_rows(TagDecisions, [ex, noised], tiny_engine.tokenizer, choice=True)
+    assert any(lab != -100 for lab in clean_row["copy_labels"])
+    assert set(noised_row["copy_labels"]) == {-100} and noised_row["dp_targets"]

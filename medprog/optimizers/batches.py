@@ -16,17 +16,21 @@ from typing import Any
 import dspy
 
 from medprog.optimizers.training_data import decision_points, tokenize_example
+from medprog.optimizers.word_noise import NOISED
 
 Row = dict[str, list]
 
 
 def training_rows(signature: Any, examples: list[dspy.Example], tokenizer: Any, choice: bool) -> list[Row]:
-    """One row per example: ``input_ids`` and ``labels``; with ``choice``, its decision points too."""
+    """One row per example: ``input_ids`` and ``labels``; with ``choice``, its decision points too
+    (a word-noised example without copy labels: `medprog.optimizers.word_noise`)."""
     rows = []
     for ex in examples:
         row = tokenize_example(signature, ex, tokenizer)
         if choice:
             row.update(decision_points(signature, ex, tokenizer, row))
+            if ex.get(NOISED):
+                row["copy_labels"] = [-100] * len(row["copy_labels"])
         rows.append(row)
     return rows
 
