@@ -53,7 +53,8 @@ class DFTConfig:
         "(`medprog.optimizers.word_noise`), so that an unknown word is no reason to open a tag. 0: off. "
         "Chosen with the share on dev notes, clean and with unknown words around the spans "
         "(`benchmarks/tagger_unknown_words.py`): 0.1 of the words in 0.3 of the examples kept most of the "
-        "clean score, 0.3 in all or half lost a third of it in the main job's 540 s.")})
+        "clean score; 0.3 in half of them, or in an added noised copy of each, lost a third of it in the main "
+        "job's 540 s.")})
     word_noise_share: float = field(default=0.3, metadata={"help": (
         "Fraction of the training examples replaced by their noised copy when ``word_noise`` is on (the rest "
         "stay clean; the number of examples does not change).")})

@@ -82,7 +82,7 @@ def noise_text(text: str, spans: list[Span], rate: float, rng: random.Random,
     return "".join(out), [s.model_copy(update={"start": move(s.start), "end": move(s.end)}) for s in spans]
 
 
-def with_word_noise(signature: Any, examples: list[dspy.Example], rate: float, share: float = 0.5,
+def with_word_noise(signature: Any, examples: list[dspy.Example], rate: float, share: float = 0.3,
                     seed: int = 0) -> list[dspy.Example]:
     """``examples`` with a random ``share`` of them replaced by a noised copy (`noise_text` on the
     source and the tagged output, at ``rate``); unchanged when either is 0."""
