@@ -48,11 +48,11 @@ def perturbed_copy(src: Path, dst: Path, split: str, rate: float, seed: int) -> 
     tmp = dst.with_name(dst.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)
-    rng, words = random.Random(seed), smollm2_words()
+    rng, words, wanted = random.Random(seed), smollm2_words(), set(read_split(tmp, split))
     for path in sorted((tmp / "data").glob("*.json")):
         ann = json.loads(path.read_text())
         note_id = ann["discharge_summary_id"]
-        if note_id not in set(read_split(tmp, split)):
+        if note_id not in wanted:
             continue
         text_path = tmp / "raw_text" / f"{note_id}.txt"
         spans = [Span(start=a["start_offset"], end=a["end_offset"], tag="x") for a in ann["annotations"]]
